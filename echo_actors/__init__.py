@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: MIT
+"""echo_actors: asynchronous action processing on pykka actors.
+
+Define actions in a :class:`Plan`, queue them in a :class:`Production`, and let
+a :class:`Sequence` of :class:`Site` actors execute them, with a dispatcher
+that balances and steals work, retries with backoff, hooks and chaining held
+in :class:`Life`, and dead letters for what fails for good.
+"""
+
+from echo_actors.action import Action
+from echo_actors.dead_letter import DeadLetter
+from echo_actors.dispatcher import SiteStats
+from echo_actors.errors import (
+    ActionTimeoutError,
+    CancellationError,
+    CrashError,
+    DecodeError,
+    EchoError,
+    ExecutionError,
+    LicenseError,
+    RoutingError,
+    ValidationError,
+)
+from echo_actors.fate import Fate
+from echo_actors.license import sign, verify
+from echo_actors.life import Life, LifeSnapshot
+from echo_actors.plan import Plan, RetryPolicy, Signature
+from echo_actors.production import Production
+from echo_actors.sequence import Sequence, Stats
+from echo_actors.site import Site
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "ActionTimeoutError",
+    "CancellationError",
+    "CrashError",
+    "DeadLetter",
+    "DecodeError",
+    "EchoError",
+    "ExecutionError",
+    "Fate",
+    "LicenseError",
+    "Life",
+    "LifeSnapshot",
+    "Plan",
+    "Production",
+    "RetryPolicy",
+    "RoutingError",
+    "Sequence",
+    "Signature",
+    "Site",
+    "SiteStats",
+    "Stats",
+    "ValidationError",
+    "__version__",
+    "sign",
+    "verify",
+]

@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: MIT
+"""The ledger: one Sequence's outcome counts, outstanding work and dead letters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from echo_actors._ticket import Ticket
+from echo_actors.dead_letter import DeadLetter
+from echo_actors.errors import CancellationError, error_kind
+
+__all__ = ["Ledger"]
+
+
+class Ledger:
+    """Counts every action from acceptance to its one outcome.
+
+    ``outstanding`` is what was accepted and has not ended; ``idle`` is set
+    whenever it is zero, which is what a draining shutdown waits for. Sites
+    record outcomes here directly (a lock, not a message: it is on the hot path).
+    """
+
+    def __init__(self, idle: Any) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.outstanding = 0
+        self.idle = idle
+        self.idle.set()
+        self._dead: dict[str, DeadLetter] = {}
+
+    def accept(self, n: int = 1) -> None:
+        """``n`` more actions are this Sequence's to finish."""
+        with self._lock:
+            self.outstanding += n
+            self.counts["accepted"] += n
+            if self.idle.is_set():
+                self.idle.clear()
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        """Count something that is not an ending (e.g. a retry)."""
+        with self._lock:
+            self.counts[outcome] += n
+
+    def end(self, completed: int = 0, dead: int = 0, cancelled: int = 0) -> None:
+        """Record endings; every accepted action ends exactly once."""
+        with self._lock:
+            self.counts["completed"] += completed
+            self.counts["dead_lettered"] += dead
+            self.counts["cancelled"] += cancelled
+            self.outstanding -= completed + dead + cancelled
+            if self.outstanding <= 0:
+                self.idle.set()
+
+    def dead_letter(self, ticket: Ticket, exc: BaseException) -> DeadLetter:
+        """Keep ``ticket`` as a dead letter and fail its future with ``exc``."""
+        action = ticket.action
+        letter = DeadLetter(
+            action=action,
+            error_kind=error_kind(exc),
+            message=str(exc) or type(exc).__name__,
+            attempts=action.attempt,
+            first_at=action.created_at,
+            failed_at=time.time(),
+        )
+        with self._lock:
+            self._dead[action.id] = letter
+        if ticket.future is not None:
+            ticket.future.set_exception((type(exc), exc, exc.__traceback__))
+        return letter
+
+    def cancel(self, tickets: list[Ticket]) -> None:
+        """Fail the futures of ``tickets`` with CancellationError and count them."""
+        for ticket in tickets:
+            if ticket.future is not None:
+                exc = CancellationError(f"action {ticket.action.id} ({ticket.action.name}) cancelled")
+                ticket.future.set_exception((CancellationError, exc, None))
+        self.end(cancelled=len(tickets))
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The dead letters, oldest failure first."""
+        with self._lock:
+            return list(self._dead.values())
+
+    def take_dead(self, ids: set[str] | None) -> list[DeadLetter]:
+        """Remove and return the dead letters with these action ids (all when None)."""
+        with self._lock:
+            keys = list(self._dead) if ids is None else [i for i in self._dead if i in ids]
+            return [self._dead.pop(key) for key in keys]

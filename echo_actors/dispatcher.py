@@ -1,0 +1,258 @@
+# SPDX-License-Identifier: MIT
+"""Dispatcher: feeds Sites from the Production, tracks their depth, and steals for idle ones.
+
+Each Site has a queue in two parts: what sits in its mailbox (sent, at most
+``Fate.mailbox_window`` tickets) and a backlog the dispatcher holds back. A
+keyed action goes to its key's Site; any other to the shallowest queue. When
+a Site has room and nothing of its own, the dispatcher steals the newest
+unstarted tickets of the deepest queue (backlog first, then mailbox) and
+sends them to it. Actions marked ``ordered`` are never stolen.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pykka
+import structlog
+
+from echo_actors._messages import Batch, Done, HandBack, SiteExited, SiteStarted, StatsRequest, Wake
+from echo_actors._ticket import Ticket
+
+if TYPE_CHECKING:
+    from echo_actors._core import Core
+
+__all__ = ["Dispatcher", "SiteStats"]
+
+_log = structlog.get_logger("echo_actors.dispatcher")
+
+
+class SiteStats(msgspec.Struct, frozen=True):
+    """One Site's figures: queued now (mailbox + backlog), processed, failed, steals."""
+
+    site: int
+    depth: int
+    in_mailbox: int
+    backlog: int
+    processed: int
+    failed: int
+    steals_in: int
+    steals_out: int
+    restarts: int
+    alive: bool
+
+
+class _Slot:
+    __slots__ = (
+        "alive", "backlog", "failed", "index", "inflight", "lock", "processed", "ref",
+        "restarts", "steals_in", "steals_out",
+    )  # fmt: skip
+
+    def __init__(self, index: int, lock: Any) -> None:
+        self.index = index
+        self.ref: pykka.ActorRef[Any] | None = None
+        self.alive = False
+        self.lock = lock
+        self.inflight: deque[Ticket] = deque()
+        self.backlog: deque[Ticket] = deque()
+        self.processed = self.failed = self.steals_in = self.steals_out = self.restarts = 0
+
+    def depth(self) -> int:
+        return len(self.inflight) + len(self.backlog)
+
+
+class Dispatcher(pykka.Actor):
+    """Routes tickets from the Production to Sites; one per Sequence."""
+
+    def __init__(self, core: Core, sites: int) -> None:
+        super().__init__()
+        self._core = core
+        self._production = core.production
+        self._slots = [_Slot(i, core.site_locks[i]) for i in range(sites)]
+        self._window = core.fate.mailbox_window
+        self._steal = core.fate.steal
+        self._halted = False
+
+    def on_start(self) -> None:
+        self._production.bind(self._wake, self._core.ledger.accept)
+        self._pump()
+
+    def on_stop(self) -> None:
+        self._production.bind(None)
+
+    def _wake(self) -> None:
+        try:
+            self.actor_ref.tell(Wake())
+        except pykka.ActorDeadError:
+            pass
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Done):
+            self._done(message)
+        elif isinstance(message, Wake):
+            self._pump()
+        elif isinstance(message, SiteStarted):
+            slot = self._slots[message.site]
+            slot.ref, slot.alive = message.ref, True
+            self._pump()
+        elif isinstance(message, SiteExited):
+            self._site_exited(message)
+        elif isinstance(message, StatsRequest):
+            return self._stats()
+        elif isinstance(message, HandBack):
+            return self._hand_back()
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _done(self, message: Done) -> None:
+        slot = self._slots[message.site]
+        inflight = slot.inflight
+        for _ in range(min(message.count, len(inflight))):
+            inflight.popleft()
+        slot.processed += message.count - message.failed
+        slot.failed += message.failed
+        self._pump()
+
+    def _pump(self) -> None:
+        if self._halted:
+            return
+        slots = [slot for slot in self._slots if slot.alive]
+        if not slots:
+            return
+        window = self._window
+        queued = sum(slot.depth() for slot in self._slots)
+        room = 2 * window * len(slots) - queued
+        if room > 0:
+            tickets = self._production.take(room)
+            if tickets:
+                self._route(tickets, slots)
+        for slot in slots:
+            free = window - len(slot.inflight)
+            if free <= 0:
+                continue
+            batch: list[Ticket] = []
+            backlog = slot.backlog
+            while backlog and len(batch) < free:
+                batch.append(backlog.popleft())
+            if not batch and not slot.inflight and self._steal:
+                batch = self._steal_for(slot, free)
+            if batch:
+                self._send(slot, batch)
+
+    def _route(self, tickets: list[Ticket], slots: list[_Slot]) -> None:
+        """Keyed tickets to their key's Site, the rest spread to the shallowest queues."""
+        everyone = self._slots
+        loose: list[Ticket] = []
+        for ticket in tickets:
+            key = ticket.action.key
+            if key is None:
+                loose.append(ticket)
+            else:
+                everyone[hash(key) % len(everyone)].backlog.append(ticket)
+        if not loose:
+            return
+        # Water-filling: raise the shallowest queues to a common level.
+        order = sorted(slots, key=_Slot.depth)
+        depths = [slot.depth() for slot in order]
+        remaining = len(loose)
+        level, count = depths[0], 1
+        while True:
+            nxt = depths[count] if count < len(depths) else None
+            if nxt is None or (nxt - level) * count >= remaining:
+                level += remaining // count
+                extra = remaining % count
+                break
+            remaining -= (nxt - level) * count
+            level, count = nxt, count + 1
+        position = 0
+        for i in range(count):
+            share = level - depths[i] + (1 if i < extra else 0)
+            order[i].backlog.extend(loose[position : position + share])
+            position += share
+
+    def _steal_for(self, thief: _Slot, free: int) -> list[Ticket]:
+        victim = max(self._slots, key=_Slot.depth)
+        if victim is thief or victim.depth() < 2:
+            return []
+        want = min(free, max(1, victim.depth() // 2))
+        stolen: list[Ticket] = []
+        backlog = victim.backlog
+        while backlog and len(stolen) < want and not backlog[-1].action.ordered:
+            stolen.append(backlog.pop())
+        if len(stolen) < want and victim.alive:
+            inflight = victim.inflight
+            with victim.lock:
+                while inflight and len(stolen) < want:
+                    ticket = inflight[-1]
+                    if ticket.started or ticket.action.ordered:
+                        break
+                    inflight.pop()
+                    ticket.owner = None
+                    stolen.append(ticket)
+        if stolen:
+            stolen.reverse()
+            victim.steals_out += len(stolen)
+            thief.steals_in += len(stolen)
+            _log.debug(
+                "steal", thief=thief.index, victim=victim.index,
+                count=len(stolen),
+            )
+        return stolen
+
+    def _send(self, slot: _Slot, batch: list[Ticket]) -> None:
+        message = Batch(slot.index, batch)
+        for ticket in batch:
+            ticket.owner = message
+        slot.inflight.extend(batch)
+        assert slot.ref is not None
+        try:
+            slot.ref.tell(message)
+        except pykka.ActorDeadError:
+            pass  # its SiteExited is on the way; _site_exited takes these back
+
+    def _site_exited(self, message: SiteExited) -> None:
+        slot = self._slots[message.site]
+        slot.alive = False
+        slot.restarts += 1
+        back: list[Ticket] = []
+        with slot.lock:
+            for ticket in slot.inflight:
+                owner = ticket.owner
+                if owner is not None and owner.site == message.site and not ticket.done:
+                    ticket.owner = None
+                    back.append(ticket)
+            slot.inflight.clear()
+        held = [ticket for ticket in back if ticket.started]
+        _log.warning(
+            "site_exited", site=message.site, crashed=message.crashed,
+            requeued=len(back), held=[t.action.id for t in held],
+        )
+        core = self._core
+        for ticket in held:
+            ticket.started = False
+            core.crashed(ticket, message.site)
+        slot.backlog.extendleft(reversed([t for t in back if t not in held]))
+        core.restart_site(message.site)
+
+    def _stats(self) -> list[SiteStats]:
+        return [
+            SiteStats(
+                site=i, depth=slot.depth(), in_mailbox=len(slot.inflight),
+                backlog=len(slot.backlog), processed=slot.processed, failed=slot.failed,
+                steals_in=slot.steals_in, steals_out=slot.steals_out,
+                restarts=slot.restarts, alive=slot.alive,
+            )
+            for i, slot in enumerate(self._slots)
+        ]
+
+    def _hand_back(self) -> list[Ticket]:
+        self._halted = True
+        out: list[Ticket] = []
+        for slot in self._slots:
+            out.extend(slot.backlog)
+            slot.backlog.clear()
+        out.extend(self._production.hand_back())
+        return out

@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: MIT
+"""Fate: the typed configuration of a Sequence (Echo's Fate; ``End`` is ``max_attempts``)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from echo_actors.plan import RetryPolicy
+
+__all__ = ["Fate"]
+
+_ENV_PREFIX = "ECHO_"
+
+
+class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Settings with defaults; load them with :meth:`load` from TOML and ``ECHO_*``.
+
+    - ``max_attempts`` (Echo's End): attempts before an action is dead-lettered.
+    - ``backoff_base``/``backoff_cap``/``backoff_jitter``: retry delays (see RetryPolicy).
+    - ``sites``: number of Site actors; ``runtime``: ``"thread"`` or ``"gevent"``.
+    - ``mailbox_window``: most actions a Site holds ahead in its mailbox
+      (bigger: fewer messages per action; what has not started can still be
+      stolen by an idle Site).
+    - ``steal``: whether idle Sites take work queued for busy ones.
+    - ``license_keys``: HMAC keys; the first signs, any verifies. Empty: no check.
+    - ``max_action_bytes``: largest encoded action accepted from outside.
+    - ``action_events``: log a debug event at each step of every action
+      (off by default: logging must not cost more than a no-op action).
+    """
+
+    max_attempts: int = 3
+    backoff_base: float = 0.05
+    backoff_cap: float = 30.0
+    backoff_jitter: float = 0.1
+    sites: int = 4
+    runtime: str = "thread"
+    mailbox_window: int = 32
+    steal: bool = True
+    license_keys: tuple[str, ...] = ()
+    max_action_bytes: int = 1 << 20
+    action_events: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sites < 1:
+            raise ValueError("sites must be >= 1")
+        if self.mailbox_window < 1:
+            raise ValueError("mailbox_window must be >= 1")
+        if self.max_action_bytes < 1:
+            raise ValueError("max_action_bytes must be >= 1")
+        self.retry_policy()  # validates the backoff settings
+
+    def retry_policy(self) -> RetryPolicy:
+        """The default retry policy these settings describe."""
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            base=self.backoff_base,
+            cap=self.backoff_cap,
+            jitter=self.backoff_jitter,
+        )
+
+    def replace(self, **changes: Any) -> Fate:
+        """A copy with some settings changed (validated)."""
+        return msgspec.convert({**msgspec.structs.asdict(self), **changes}, Fate)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Fate:
+        """Defaults, then the TOML file at ``path``, then ``ECHO_*`` variables, then overrides.
+
+        In the file, settings sit at the top level or under ``[echo]``. In the
+        environment, ``ECHO_MAX_ATTEMPTS=5`` sets ``max_attempts``; lists are
+        comma-separated (``ECHO_LICENSE_KEYS=new,old``).
+
+        Raises:
+            ValueError: unknown setting, wrong type or invalid value, naming it.
+        """
+        values: dict[str, Any] = {}
+        if path is not None:
+            with Path(path).open("rb") as file:
+                data = tomllib.load(file)
+            values.update(data.get("echo", data))
+        environ = os.environ if env is None else env
+        fields = set(cls.__struct_fields__)
+        for name, raw in environ.items():
+            if not name.startswith(_ENV_PREFIX):
+                continue
+            field = name[len(_ENV_PREFIX) :].lower()
+            if field in fields:
+                values[field] = raw.split(",") if field == "license_keys" and raw else raw
+        values.update(overrides)
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid Fate: {exc}") from None

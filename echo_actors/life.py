@@ -1,0 +1,241 @@
+# SPDX-License-Identifier: MIT
+"""Life: the shared registry actor (hooks, Fate, a cache, named productions).
+
+Other actors ask it by message. So that it never becomes a bottleneck, Sites
+do not ask it per action: Life pushes an immutable snapshot of its hooks and
+Fate to its subscribers whenever one of them changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import msgspec
+import pykka
+
+from echo_actors._messages import LifeChanged
+from echo_actors.fate import Fate
+from echo_actors.production import Production
+from echo_actors.runtime import Runtime, bind_actor, get_runtime
+
+__all__ = ["Life", "LifeSnapshot"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MISSING: Any = object()
+
+
+class LifeSnapshot(msgspec.Struct, frozen=True):
+    """What a Site needs from Life on every action: hooks by name and the Fate."""
+
+    version: int
+    hooks: Mapping[str, Callable[..., Any]]
+    fate: Fate
+
+
+class _LifeActor(pykka.Actor):
+    """The registry itself; reached through pykka proxies from the Life handle."""
+
+    use_daemon_thread = True  # holds no work: a forgotten Life must not keep a process alive
+
+    def __init__(self, fate: Fate) -> None:
+        super().__init__()
+        self._hooks: dict[str, Callable[..., Any]] = {}
+        self._cache: dict[Any, Any] = {}
+        self._productions: dict[str, Production] = {}
+        self._subscribers: list[pykka.ActorRef[Any]] = []
+        self._snapshot = LifeSnapshot(0, MappingProxyType({}), fate)
+
+    def _publish(self, fate: Fate | None = None) -> None:
+        self._snapshot = LifeSnapshot(
+            self._snapshot.version + 1,
+            MappingProxyType(dict(self._hooks)),
+            fate or self._snapshot.fate,
+        )
+        message = LifeChanged(self._snapshot)
+        for ref in list(self._subscribers):
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                self._subscribers.remove(ref)
+
+    def register_hook(self, name: str, hook: Callable[..., Any]) -> None:
+        self._hooks[name] = hook
+        self._publish()
+
+    def remove_hook(self, name: str) -> None:
+        if self._hooks.pop(name, None) is not None:
+            self._publish()
+
+    def set_fate(self, fate: Fate) -> None:
+        self._publish(fate)
+
+    def snapshot(self) -> LifeSnapshot:
+        return self._snapshot
+
+    def subscribe(self, ref: pykka.ActorRef[Any]) -> LifeSnapshot:
+        self._subscribers.append(ref)
+        return self._snapshot
+
+    def unsubscribe(self, ref: pykka.ActorRef[Any]) -> None:
+        if ref in self._subscribers:
+            self._subscribers.remove(ref)
+
+    def cache_get(self, key: Any, default: Any) -> Any:
+        return self._cache.get(key, default)
+
+    def cache_set(self, key: Any, value: Any) -> None:
+        self._cache[key] = value
+
+    def cache_delete(self, key: Any) -> bool:
+        return self._cache.pop(key, _MISSING) is not _MISSING
+
+    def add_production(self, name: str, production: Production) -> None:
+        if self._productions.get(name, production) is not production:
+            raise ValueError(f"a production named {name!r} exists already")
+        self._productions[name] = production
+
+    def production(self, name: str) -> Production:
+        return self._productions.setdefault(name, Production(name))
+
+    def productions(self) -> list[str]:
+        return sorted(self._productions)
+
+
+class Life:
+    """A handle on the registry actor; cheap to pass around, safe from any thread.
+
+    ``Life(fate)`` starts its actor on first use (on the runtime of the first
+    Sequence that uses it, or threads). Hooks are Echo's Span: a before-hook is
+    called as ``hook(action)``, an after-hook as ``hook(action, result)``; an
+    exception from either stops the action.
+    """
+
+    def __init__(self, fate: Fate | None = None, *, runtime: str | Runtime | None = None) -> None:
+        self._initial_fate = fate if fate is not None else Fate()
+        self._runtime: Runtime | None = None if runtime is None else get_runtime(runtime)
+        self._ref: pykka.ActorRef[Any] | None = None
+        self._proxy: pykka.ActorProxy[Any] | None = None
+
+    def _actor(self) -> pykka.ActorRef[Any]:
+        ref = self._ref
+        if ref is None or not ref.is_alive():
+            runtime = self._runtime or get_runtime(self._initial_fate.runtime)
+            self._runtime = runtime
+            ref = self._ref = bind_actor(_LifeActor, runtime).start(self._initial_fate)
+        return ref
+
+    def _ask(self, op: str, *args: Any) -> Any:
+        ref = self._actor()
+        if self._proxy is None or self._proxy.actor_ref is not ref:
+            self._proxy = ref.proxy()
+        return getattr(self._proxy, op)(*args).get()
+
+    def attach(self, runtime: Runtime) -> None:
+        """Use ``runtime`` for the actor if it has not started yet (Sequences call this)."""
+        if self._ref is None:
+            self._runtime = runtime
+
+    @property
+    def actor_ref(self) -> pykka.ActorRef[Any]:
+        """The registry actor's ref (started if need be)."""
+        return self._actor()
+
+    # Hooks (Echo's Span)
+
+    def register_hook(self, name: str, hook: Callable[..., Any]) -> None:
+        """Register (or replace) the hook called ``name``; running Sites see it at once."""
+        if not isinstance(name, str) or not name:
+            raise TypeError("a hook name must be a non-empty str")
+        if not callable(hook):
+            raise TypeError(f"hook {name!r} is not callable")
+        self._ask("register_hook", name, hook)
+
+    def hook(self, name: str) -> Callable[[F], F]:
+        """Decorator form of :meth:`register_hook`."""
+
+        def register(fn: F) -> F:
+            self.register_hook(name, fn)
+            return fn
+
+        return register
+
+    def remove_hook(self, name: str) -> None:
+        """Forget the hook called ``name`` (no error if there is none)."""
+        self._ask("remove_hook", name)
+
+    def hooks(self) -> list[str]:
+        """The registered hook names, sorted."""
+        return sorted(self.snapshot().hooks)
+
+    # Fate
+
+    @property
+    def fate(self) -> Fate:
+        """The current configuration."""
+        return self.snapshot().fate
+
+    def set_fate(self, fate: Fate) -> None:
+        """Replace the configuration; running Sites see it from their next action."""
+        if not isinstance(fate, Fate):
+            raise TypeError(f"expected a Fate, got {type(fate).__name__}")
+        self._ask("set_fate", fate)
+
+    def snapshot(self) -> LifeSnapshot:
+        """The current hooks and Fate, as an immutable value."""
+        snapshot: LifeSnapshot = self._ask("snapshot")
+        return snapshot
+
+    def subscribe(self, ref: pykka.ActorRef[Any]) -> LifeSnapshot:
+        """Have ``ref`` told ``LifeChanged`` on every change; returns the current snapshot."""
+        snapshot: LifeSnapshot = self._ask("subscribe", ref)
+        return snapshot
+
+    def unsubscribe(self, ref: pykka.ActorRef[Any]) -> None:
+        """Stop telling ``ref`` about changes."""
+        if self._ref is not None and self._ref.is_alive():
+            self._ask("unsubscribe", ref)
+
+    # Cache
+
+    def cache_get(self, key: Any, default: Any = None) -> Any:
+        """The cached value for ``key``, or ``default``."""
+        return self._ask("cache_get", key, default)
+
+    def cache_set(self, key: Any, value: Any) -> None:
+        """Cache ``value`` under ``key``."""
+        self._ask("cache_set", key, value)
+
+    def cache_delete(self, key: Any) -> bool:
+        """Forget ``key``; True if it was there."""
+        deleted: bool = self._ask("cache_delete", key)
+        return deleted
+
+    # Named productions (Echo's Karma)
+
+    def production(self, name: str) -> Production:
+        """The production called ``name``, created in memory if it does not exist."""
+        production: Production = self._ask("production", name)
+        return production
+
+    def add_production(self, name: str, production: Production) -> None:
+        """Register ``production`` under ``name`` (e.g. a durable one)."""
+        if not isinstance(production, Production):
+            raise TypeError(f"expected a Production, got {type(production).__name__}")
+        self._ask("add_production", name, production)
+
+    def productions(self) -> list[str]:
+        """The names of the registered productions."""
+        names: list[str] = self._ask("productions")
+        return names
+
+    def stop(self) -> None:
+        """Stop the registry actor (a later call starts a fresh one)."""
+        ref, self._ref = self._ref, None
+        if ref is not None and ref.is_alive():
+            ref.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self._ref is not None and self._ref.is_alive() else "idle"
+        return f"<Life {state}>"

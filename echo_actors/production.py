@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: MIT
+"""Production: where pending actions wait until a Sequence's dispatcher takes them."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from echo_actors._ticket import Ticket
+from echo_actors.action import Action
+
+__all__ = ["Production"]
+
+
+class Production:
+    """An in-memory queue of pending actions (the embedded default).
+
+    ``assign(action)`` (Echo's Assign) queues an action for whichever Sequence
+    consumes this production. A Production feeds one Sequence at a time; a
+    named production kept in Life (Echo's Karma) can be handed from one
+    Sequence to the next. Thread-safe.
+    """
+
+    def __init__(self, name: str = "default") -> None:
+        self.name = name
+        self._queue: deque[Ticket] = deque()
+        self._lock = threading.Lock()
+        self._wake: Callable[[], None] | None = None
+        self._accept: Callable[[int], None] | None = None
+        self._waiting = False
+
+    def assign(self, action: Action) -> None:
+        """Queue ``action`` to be executed (no result is delivered to the caller).
+
+        Raises:
+            TypeError: ``action`` is not an Action.
+        """
+        if not isinstance(action, Action):
+            raise TypeError(f"expected an Action, got {type(action).__name__}")
+        with self._lock:
+            if self._accept is not None:
+                self._accept(1)
+            self._queue.append(Ticket(action))
+        if self._waiting:
+            self._notify()
+
+    def pending(self) -> int:
+        """How many actions wait here."""
+        return len(self._queue)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def actions(self) -> list[Action]:
+        """A snapshot of the waiting actions, oldest first."""
+        with self._lock:
+            return [ticket.action for ticket in self._queue]
+
+    # The consumer side: used by a Sequence's dispatcher.
+
+    def put(self, ticket: Ticket) -> None:
+        """Queue a ticket and wake the consumer if it sleeps (for Sequences)."""
+        self._queue.append(ticket)
+        if self._waiting:
+            self._notify()
+
+    def put_many(self, tickets: list[Ticket]) -> None:
+        """Queue several tickets with one wake-up (for Sequences)."""
+        self._queue.extend(tickets)
+        if self._waiting:
+            self._notify()
+
+    def _notify(self) -> None:
+        with self._lock:
+            wake, self._waiting = (self._wake if self._waiting else None), False
+        if wake is not None:
+            wake()
+
+    def bind(
+        self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None
+    ) -> None:
+        """Attach a consumer (None detaches): ``wake()`` when work arrives while it
+        sleeps, ``accept(n)`` for actions assigned here, those waiting now included.
+
+        Raises:
+            RuntimeError: another consumer is attached already.
+        """
+        with self._lock:
+            if wake is not None and self._wake is not None:
+                raise RuntimeError(f"production {self.name!r} already feeds a Sequence")
+            self._wake, self._accept = wake, accept
+            self._waiting = False
+            if accept is not None and self._queue:
+                accept(len(self._queue))
+
+    def take(self, limit: int) -> list[Ticket]:
+        """Up to ``limit`` tickets, oldest first; when none are left, arm the wake-up.
+
+        Arming before the last look means a ticket put concurrently is either
+        returned here or wakes the consumer: no wake-up is lost.
+        """
+        queue = self._queue
+        out: list[Ticket] = []
+        while len(out) < limit:
+            try:
+                out.append(queue.popleft())
+            except IndexError:
+                self._waiting = True
+                try:
+                    out.append(queue.popleft())
+                    self._waiting = False
+                except IndexError:
+                    break
+        return out
+
+    def ack(self, tickets: list[Ticket]) -> None:
+        """Tickets that ended (completed, dead-lettered or cancelled): nothing to do in memory."""
+
+    def hand_back(self) -> list[Ticket]:
+        """Remove and return every waiting ticket (shutdown without drain)."""
+        with self._lock:
+            out = list(self._queue)
+            self._queue.clear()
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Production {self.name!r} pending={len(self._queue)}>"

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: MIT
+"""Runtimes: what actors, futures, events and timers run on.
+
+A runtime is picked by name (``"thread"``, the default, or ``"gevent"``) and
+hides everything that differs between them. Code outside this package only
+talks to a :class:`Runtime`, so it never knows which one it runs on.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Protocol, TypeVar
+
+import pykka
+
+from echo_actors.runtime._thread import ThreadRuntime
+
+__all__ = ["Event", "Runtime", "Scheduler", "TimerHandle", "bind_actor", "get_runtime"]
+
+A = TypeVar("A", bound=pykka.Actor)
+
+
+class Event(Protocol):
+    """A one-shot flag that can be waited on (``threading.Event`` shape)."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class TimerHandle(Protocol):
+    """What :meth:`Scheduler.call_later` returns: a timer that can be cancelled."""
+
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """Runs callbacks after a delay, without holding any actor while it waits.
+
+    Callbacks run on the scheduler's own thread or greenlet: they must be short
+    (typically: put something in a queue and wake an actor).
+    """
+
+    def call_later(self, delay: float, fn: Any, /, *args: Any) -> TimerHandle: ...
+    def pending(self) -> int: ...
+    def stop(self) -> None: ...
+
+
+class Runtime(Protocol):
+    """The hooks a runtime provides; one instance may serve many Sequences."""
+
+    name: str
+    actor_base: type[pykka.Actor]
+
+    def future(self) -> pykka.Future[Any]: ...
+    def event(self) -> Event: ...
+    def scheduler(self) -> Scheduler: ...
+    def sleep(self, seconds: float) -> None: ...
+    def monotonic(self) -> float: ...
+    def spawn(self, fn: Any, /, *args: Any) -> Any: ...
+    def call_with_timeout(self, seconds: float | None, fn: Any, /, *args: Any) -> Any: ...
+
+
+@functools.cache
+def _bind(actor_class: type[pykka.Actor], base: type[pykka.Actor]) -> type[pykka.Actor]:
+    if issubclass(actor_class, base):
+        return actor_class
+    return type(actor_class.__name__, (actor_class, base), {"__module__": actor_class.__module__})
+
+
+def bind_actor(actor_class: type[A], runtime: Runtime) -> type[A]:
+    """Return ``actor_class`` made concrete on ``runtime`` (a cached mixin class).
+
+    Library actors (and users' Site subclasses) derive from ``pykka.Actor``
+    only; the runtime supplies the inbox, future and loop.
+    """
+    return _bind(actor_class, runtime.actor_base)  # type: ignore[return-value]
+
+
+_NAMES = ("thread", "gevent")
+
+
+def get_runtime(name: str | Runtime = "thread") -> Runtime:
+    """Return the runtime called ``name`` (a Runtime instance is returned as is).
+
+    Raises:
+        ValueError: for an unknown name.
+        ImportError: for ``"gevent"`` when gevent is not installed
+            (``pip install 'echo_actors[gevent]'``).
+    """
+    if not isinstance(name, str):
+        return name
+    if name == "thread":
+        return ThreadRuntime()
+    if name == "gevent":
+        from echo_actors.runtime._gevent import GeventRuntime
+
+        return GeventRuntime()
+    raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(_NAMES)}")

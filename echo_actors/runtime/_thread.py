@@ -1,0 +1,191 @@
+# SPDX-License-Identifier: MIT
+"""The default runtime: pykka's ThreadingActor, one OS thread per actor."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, TypeVarTuple
+
+import pykka
+import structlog
+
+_log = structlog.get_logger("echo_actors.runtime")
+
+__all__ = ["ThreadFuture", "ThreadRuntime", "ThreadScheduler"]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class _Timer:
+    __slots__ = ("args", "cancelled", "fn")
+
+    def __init__(self, fn: Any, args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ThreadScheduler:
+    """One daemon thread and a heap of due times: any number of timers, one thread.
+
+    Started lazily by the first ``call_later``; ``stop()`` drops what is pending.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Timer]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def call_later(self, delay: float, fn: Any, /, *args: Any) -> _Timer:
+        timer = _Timer(fn, args)
+        due = time.monotonic() + max(0.0, delay)
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError("scheduler is stopped")
+            heapq.heappush(self._heap, (due, next(self._seq), timer))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="echo-actors-timers", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is timer:
+                self._cond.notify()
+        return timer
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(1 for _, _, t in self._heap if not t.cancelled)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    wait = self._heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                if self._stopped:
+                    return
+                _, _, timer = heapq.heappop(self._heap)
+            if not timer.cancelled:
+                try:
+                    timer.fn(*timer.args)
+                except Exception:
+                    _log.exception("timer_failed", callback=repr(timer.fn))
+
+
+class ThreadFuture(pykka.Future[T]):
+    """A pykka Future for threads, lighter than ``pykka.ThreadingFuture``.
+
+    Waiting is one lock acquisition (the lock is held until the value is set),
+    so creating, setting and reading a future cost a fraction of a Condition's.
+    It honours pykka's contract: ``get(timeout=...)`` raises ``pykka.Timeout``,
+    a set exception is re-raised, a second ``set`` raises ``queue.Full``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self._is_set = False
+        self._value: Any = None
+        self._exc_info: Any = None
+
+    def get(self, *, timeout: float | None = None) -> T:
+        if not self._is_set and self._get_hook is None:
+            if not self._ready.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+                raise pykka.Timeout(f"{timeout} seconds")
+            self._ready.release()
+        if self._get_hook is not None:
+            return super().get(timeout=timeout)
+        if self._exc_info is not None:
+            exc_type, exc_value, exc_traceback = self._exc_info
+            if exc_value is None:
+                exc_value = exc_type()
+            raise exc_value.with_traceback(exc_traceback)
+        value: T = self._value
+        return value
+
+    def _resolve(self, value: Any, exc_info: Any) -> None:
+        if self._is_set or self._get_hook is not None:
+            raise queue.Full
+        self._value, self._exc_info, self._is_set = value, exc_info, True
+        self._ready.release()
+
+    def set(self, value: Any | None = None) -> None:
+        self._resolve(value, None)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._resolve(None, exc_info if exc_info is not None else sys.exc_info())
+
+    def set_get_hook(self, func: Any) -> None:
+        if self._is_set:
+            raise queue.Full
+        super().set_get_hook(func)
+        self._ready.release()
+
+
+class ThreadRuntime:
+    """Actors on OS threads (``pykka.ThreadingActor``); the default runtime."""
+
+    name = "thread"
+    actor_base: type[pykka.Actor] = pykka.ThreadingActor
+
+    def future(self) -> pykka.Future[Any]:
+        return ThreadFuture()
+
+    def event(self) -> threading.Event:
+        return threading.Event()
+
+    def scheduler(self) -> ThreadScheduler:
+        return ThreadScheduler()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def spawn(self, fn: Any, /, *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=fn, args=args, daemon=True)
+        thread.start()
+        return thread
+
+    def call_with_timeout(self, seconds: float | None, fn: Callable[[*Ts], T], /, *args: *Ts) -> T:
+        """Return ``fn(*args)``, or raise ``TimeoutError`` if it took over ``seconds``.
+
+        A thread cannot be interrupted: ``fn`` always runs to completion (its
+        side effects happen), and only then, if it ran longer than ``seconds``,
+        its result is dropped and ``TimeoutError`` is raised. An exception
+        ``fn`` raises propagates as is, however long it took. ``seconds=None``
+        means no limit.
+        """
+        started = time.monotonic()
+        result = fn(*args)
+        if seconds is not None and time.monotonic() - started > seconds:
+            raise TimeoutError(f"{fn!r} did not finish within {seconds} s")
+        return result
