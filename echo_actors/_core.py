@@ -1,29 +1,62 @@
 # SPDX-License-Identifier: MIT
-"""Core: what one Sequence's actors share (plan, Life, ledger, timers, production)."""
+"""Core: what one Sequence's actors share (plan, Life, ledger, timers, production, queues).
+
+It outlives any one actor: when the supervisor restarts a Site or the
+dispatcher, the new actor picks up the same queues, so nothing is lost.
+"""
 
 from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 from typing import Any
 
+import pykka
 import structlog
 
 from echo_actors._ledger import Ledger
-from echo_actors._messages import LifeChanged, SiteExited, SiteStarted
+from echo_actors._messages import SiteExited, SiteStarted, Wake
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.errors import CrashError, EchoError, ExecutionError
 from echo_actors.fate import Fate
 from echo_actors.life import Life
 from echo_actors.license import sign
-from echo_actors.plan import Plan
+from echo_actors.plan import Plan, RetryPolicy
 from echo_actors.production import Production
-from echo_actors.runtime import Runtime, Scheduler, bind_actor
+from echo_actors.runtime import Runtime, Scheduler
 
-__all__ = ["Core"]
+__all__ = ["Core", "Slot"]
 
 _log = structlog.get_logger("echo_actors.sequence")
+
+
+class Slot:
+    """One Site's queue as the dispatcher sees it, and its figures.
+
+    ``inflight``: tickets sent to the Site's mailbox, oldest first, until they
+    are done; ``backlog``: tickets held back for it. ``lock`` guards ownership
+    changes of its unstarted tickets (stealing) against the Site starting them.
+    """
+
+    __slots__ = (
+        "alive", "backlog", "failed", "index", "inflight", "lock", "processed", "ref",
+        "restarts", "steals_in", "steals_out",
+    )  # fmt: skip
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.ref: pykka.ActorRef[Any] | None = None
+        self.alive = False
+        self.lock = threading.Lock()
+        self.inflight: deque[Ticket] = deque()
+        self.backlog: deque[Ticket] = deque()
+        self.processed = self.failed = self.steals_in = self.steals_out = self.restarts = 0
+
+    def depth(self) -> int:
+        """Tickets queued for this Site: in its mailbox and held back."""
+        return len(self.inflight) + len(self.backlog)
 
 
 class Core:
@@ -34,13 +67,7 @@ class Core:
     """
 
     def __init__(
-        self,
-        plan: Plan,
-        life: Life,
-        fate: Fate,
-        production: Production,
-        runtime: Runtime,
-        site_class: type[Any],
+        self, plan: Plan, life: Life, fate: Fate, production: Production, runtime: Runtime,
         sites: int,
     ) -> None:
         self.plan = plan
@@ -50,10 +77,8 @@ class Core:
         self.runtime = runtime
         self.scheduler: Scheduler = runtime.scheduler()
         self.ledger = Ledger(runtime.event())
-        self.site_locks = [threading.Lock() for _ in range(sites)]
-        self.site_class = bind_actor(site_class, runtime)
-        self.sites: list[Any] = [None] * sites
-        self.dispatcher: Any = None
+        self.slots = [Slot(i) for i in range(sites)]
+        self.dispatcher: pykka.ActorRef[Any] | None = None
         self.cancelling = False
         self.closing = False
         self.handed_back: list[Ticket] = []
@@ -64,6 +89,19 @@ class Core:
 
     # Entry
 
+    def wake(self) -> None:
+        """Tell the dispatcher there is work (the production calls this)."""
+        self.tell_dispatcher(Wake())
+
+    def tell_dispatcher(self, message: Any) -> None:
+        """Tell the current dispatcher; if it is being restarted, the new one looks itself."""
+        dispatcher = self.dispatcher
+        if dispatcher is not None:
+            try:
+                dispatcher.tell(message)
+            except pykka.ActorDeadError:
+                pass
+
     def enqueue(self, ticket: Ticket) -> None:
         """Put an accepted ticket on its way: on a timer if delayed, else to the production."""
         delay = ticket.action.delay
@@ -72,19 +110,6 @@ class Core:
             self._wait(delay, ticket)
         else:
             self.put(ticket)
-
-    def _wait(self, delay: float, ticket: Ticket) -> None:
-        with self._lock:
-            if not self.cancelling:
-                self._waiting[ticket] = self.scheduler.call_later(delay, self._due, ticket)
-                return
-        self.hand_back([ticket])
-
-    def _due(self, ticket: Ticket) -> None:
-        with self._lock:
-            if self._waiting.pop(ticket, None) is None:
-                return  # cancelled by a shutdown
-            self.production.put(ticket)
 
     def put(self, ticket: Ticket) -> None:
         """To the production; once a shutdown cancels, handed back instead.
@@ -102,15 +127,33 @@ class Core:
         if left:
             self.hand_back(left)
 
+    def _wait(self, delay: float, ticket: Ticket) -> None:
+        with self._lock:
+            if not self.cancelling:
+                self._waiting[ticket] = self.scheduler.call_later(delay, self._due, ticket)
+                return
+        self.hand_back([ticket])
+
+    def _due(self, ticket: Ticket) -> None:
+        with self._lock:
+            if self._waiting.pop(ticket, None) is None:
+                return  # cancelled by a shutdown
+            self.production.put(ticket)
+
     def waiting(self) -> int:
         """Tickets waiting on a delay or a retry backoff."""
         return len(self._waiting)
 
-    # Outcomes (called by Sites)
+    # Outcomes (called by Sites and the dispatcher)
 
-    def _policy(self, name: str) -> Any:
+    def _policy(self, name: str) -> RetryPolicy:
         signature = self.plan.signature(name)
         return (signature.retry if signature is not None else None) or self._default_policy
+
+    def _again(self, ticket: Ticket) -> Ticket:
+        """A fresh ticket for the next attempt (the old one stays done where it was queued)."""
+        action = ticket.action
+        return Ticket(action.replace(attempt=action.attempt + 1), ticket.future, ticket.receipt)
 
     def fail(self, ticket: Ticket, exc: Exception, site: int) -> int:
         """Retry ``ticket`` after a backoff, or dead-letter it; returns 1 if dead-lettered."""
@@ -120,17 +163,14 @@ class Core:
             wrapped.__cause__ = exc
             exc = wrapped
         policy = self._policy(action.name)
-        if exc.retryable and action.attempt < policy.max_attempts and not self.closing:
+        if exc.retryable and action.attempt < policy.max_attempts:
             delay = policy.backoff(action.attempt, self._random.random())
             _log.info(
                 "action_retry", action_id=action.id, name=action.name, site=site,
                 attempt=action.attempt, error=str(exc), backoff=round(delay, 4),
             )
-            ticket.action = action.replace(attempt=action.attempt + 1)
-            ticket.started = ticket.done = False
-            ticket.owner = None
             self.ledger.count("retried")
-            self._wait(delay, ticket)
+            self._wait(delay, self._again(ticket))
             return 0
         self.ledger.dead_letter(ticket, exc)
         self.production.ack([ticket])
@@ -139,6 +179,17 @@ class Core:
             attempt=action.attempt, kind=exc.kind, error=str(exc),
         )
         return 1
+
+    def crashed(self, ticket: Ticket, site: int) -> None:
+        """``ticket`` was running on Site ``site`` when it crashed: count the attempt, requeue."""
+        ticket.done = True
+        action = ticket.action
+        if action.attempt < self._policy(action.name).max_attempts:
+            self.ledger.count("crash_requeued")
+            self.put(self._again(ticket))
+            return
+        self.ledger.dead_letter(ticket, CrashError(f"Site {site} crashed running {action.name}"))
+        self.ledger.end(dead=1)
 
     def chain(self, action: Action, result: Any) -> None:
         """Submit ``action.next``, giving it ``result`` as content when it has none."""
@@ -149,11 +200,7 @@ class Core:
         if self.fate.license_keys:
             following = sign(following, self.fate.license_keys[0])
         self.ledger.accept()
-        ticket = Ticket(following)
-        if following.delay > 0:
-            self.enqueue(ticket)
-        else:
-            self.put(ticket)
+        self.enqueue(Ticket(following))
 
     def hand_back(self, tickets: list[Ticket]) -> None:
         """Cancel ``tickets`` (shutdown without drain) and keep them to hand back."""
@@ -172,35 +219,14 @@ class Core:
         if waiting:
             self.hand_back([ticket for ticket, _ in waiting])
 
-    def crashed(self, ticket: Ticket, site: int) -> None:
-        """``ticket`` was running on Site ``site`` when it crashed: count the attempt, requeue."""
-        action = ticket.action
-        if action.attempt < self._policy(action.name).max_attempts and not self.closing:
-            ticket.action = action.replace(attempt=action.attempt + 1)
-            self.ledger.count("crash_requeued")
-            self.put(ticket)
-            return
-        self.ledger.dead_letter(ticket, CrashError(f"Site {site} crashed running {action.name}"))
-        self.ledger.end(dead=1)
+    # Supervision callbacks (run in the supervisor)
 
-    def start_site(self, index: int) -> Any:
-        """Start (or restart) Site ``index``, subscribed to Life, and tell the dispatcher."""
-        snapshot = self.life.snapshot()
-        ref = self.site_class.start(index, self, snapshot)
-        latest = self.life.subscribe(ref)
-        if latest.version != snapshot.version:
-            ref.tell(LifeChanged(latest))
-        self.sites[index] = ref
-        self.dispatcher.tell(SiteStarted(index, ref))
-        return ref
+    def site_started(self, index: int, ref: pykka.ActorRef[Any]) -> None:
+        """Site ``index`` (re)started: the dispatcher may feed it."""
+        self.slots[index].ref = ref
+        self.tell_dispatcher(SiteStarted(index, ref))
 
-    def restart_site(self, index: int) -> None:
-        """Called by the dispatcher after Site ``index`` exited."""
+    def site_exited(self, index: int, crashed: bool) -> None:
+        """Site ``index`` stopped or crashed: the dispatcher takes its work back."""
         if not self.closing:
-            self.start_site(index)
-
-    def site_exited(self, index: int, *, crashed: bool) -> None:
-        """A Site stopped or crashed: tell the dispatcher, unless we are shutting down."""
-        dispatcher = self.dispatcher
-        if dispatcher is not None and not self.closing and dispatcher.is_alive():
-            dispatcher.tell(SiteExited(index, crashed))
+            self.tell_dispatcher(SiteExited(index, crashed))

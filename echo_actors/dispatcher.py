@@ -19,6 +19,7 @@ import pykka
 import structlog
 
 from echo_actors._messages import Batch, Done, HandBack, SiteExited, SiteStarted, StatsRequest, Wake
+from echo_actors._core import Slot
 from echo_actors._ticket import Ticket
 
 if TYPE_CHECKING:
@@ -44,49 +45,30 @@ class SiteStats(msgspec.Struct, frozen=True):
     alive: bool
 
 
-class _Slot:
-    __slots__ = (
-        "alive", "backlog", "failed", "index", "inflight", "lock", "processed", "ref",
-        "restarts", "steals_in", "steals_out",
-    )  # fmt: skip
-
-    def __init__(self, index: int, lock: Any) -> None:
-        self.index = index
-        self.ref: pykka.ActorRef[Any] | None = None
-        self.alive = False
-        self.lock = lock
-        self.inflight: deque[Ticket] = deque()
-        self.backlog: deque[Ticket] = deque()
-        self.processed = self.failed = self.steals_in = self.steals_out = self.restarts = 0
-
-    def depth(self) -> int:
-        return len(self.inflight) + len(self.backlog)
-
-
 class Dispatcher(pykka.Actor):
-    """Routes tickets from the Production to Sites; one per Sequence."""
+    """Routes tickets from the Production to Sites; one per Sequence.
 
-    def __init__(self, core: Core, sites: int) -> None:
+    Its queues live in the Sequence's core, so a restarted dispatcher carries
+    on where the crashed one stopped.
+    """
+
+    def __init__(self, core: Core) -> None:
         super().__init__()
         self._core = core
         self._production = core.production
-        self._slots = [_Slot(i, core.site_locks[i]) for i in range(sites)]
+        self._slots = core.slots
         self._window = core.fate.mailbox_window
         self._steal = core.fate.steal
-        self._halted = False
+        self._halted = core.cancelling
 
     def on_start(self) -> None:
-        self._production.bind(self._wake, self._core.ledger.accept)
+        # Messages the previous dispatcher did not get are found from the state itself.
+        for slot in self._slots:
+            slot.inflight = deque(t for t in slot.inflight if not t.done)
+            ref = slot.ref
+            if slot.alive and (ref is None or not ref.is_alive()):
+                self._site_exited(SiteExited(slot.index, crashed=True))
         self._pump()
-
-    def on_stop(self) -> None:
-        self._production.bind(None)
-
-    def _wake(self) -> None:
-        try:
-            self.actor_ref.tell(Wake())
-        except pykka.ActorDeadError:
-            pass
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Done):
@@ -95,8 +77,9 @@ class Dispatcher(pykka.Actor):
             self._pump()
         elif isinstance(message, SiteStarted):
             slot = self._slots[message.site]
-            slot.ref, slot.alive = message.ref, True
-            self._pump()
+            if message.ref.is_alive():
+                slot.ref, slot.alive = message.ref, True
+                self._pump()
         elif isinstance(message, SiteExited):
             self._site_exited(message)
         elif isinstance(message, StatsRequest):
@@ -110,7 +93,7 @@ class Dispatcher(pykka.Actor):
     def _done(self, message: Done) -> None:
         slot = self._slots[message.site]
         inflight = slot.inflight
-        for _ in range(min(message.count, len(inflight))):
+        while inflight and inflight[0].done:
             inflight.popleft()
         slot.processed += message.count - message.failed
         slot.failed += message.failed
@@ -142,7 +125,7 @@ class Dispatcher(pykka.Actor):
             if batch:
                 self._send(slot, batch)
 
-    def _route(self, tickets: list[Ticket], slots: list[_Slot]) -> None:
+    def _route(self, tickets: list[Ticket], slots: list[Slot]) -> None:
         """Keyed tickets to their key's Site, the rest spread to the shallowest queues."""
         everyone = self._slots
         loose: list[Ticket] = []
@@ -155,7 +138,7 @@ class Dispatcher(pykka.Actor):
         if not loose:
             return
         # Water-filling: raise the shallowest queues to a common level.
-        order = sorted(slots, key=_Slot.depth)
+        order = sorted(slots, key=Slot.depth)
         depths = [slot.depth() for slot in order]
         remaining = len(loose)
         level, count = depths[0], 1
@@ -173,8 +156,8 @@ class Dispatcher(pykka.Actor):
             order[i].backlog.extend(loose[position : position + share])
             position += share
 
-    def _steal_for(self, thief: _Slot, free: int) -> list[Ticket]:
-        victim = max(self._slots, key=_Slot.depth)
+    def _steal_for(self, thief: Slot, free: int) -> list[Ticket]:
+        victim = max(self._slots, key=Slot.depth)
         if victim is thief or victim.depth() < 2:
             return []
         want = min(free, max(1, victim.depth() // 2))
@@ -202,7 +185,7 @@ class Dispatcher(pykka.Actor):
             )
         return stolen
 
-    def _send(self, slot: _Slot, batch: list[Ticket]) -> None:
+    def _send(self, slot: Slot, batch: list[Ticket]) -> None:
         message = Batch(slot.index, batch)
         for ticket in batch:
             ticket.owner = message
@@ -215,6 +198,8 @@ class Dispatcher(pykka.Actor):
 
     def _site_exited(self, message: SiteExited) -> None:
         slot = self._slots[message.site]
+        if not slot.alive:
+            return
         slot.alive = False
         slot.restarts += 1
         back: list[Ticket] = []
@@ -230,12 +215,9 @@ class Dispatcher(pykka.Actor):
             "site_exited", site=message.site, crashed=message.crashed,
             requeued=len(back), held=[t.action.id for t in held],
         )
-        core = self._core
         for ticket in held:
-            ticket.started = False
-            core.crashed(ticket, message.site)
-        slot.backlog.extendleft(reversed([t for t in back if t not in held]))
-        core.restart_site(message.site)
+            self._core.crashed(ticket, message.site)
+        slot.backlog.extendleft(reversed([t for t in back if not t.started]))
 
     def _stats(self) -> list[SiteStats]:
         return [

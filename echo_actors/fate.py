@@ -28,6 +28,9 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
       (bigger: fewer messages per action; what has not started can still be
       stolen by an idle Site).
     - ``steal``: whether idle Sites take work queued for busy ones.
+    - ``max_restarts``/``restart_within``: the restart intensity of the
+      supervisor over the Sites and the dispatcher (more crashes than that in
+      that many seconds and it gives up).
     - ``license_keys``: HMAC keys; the first signs, any verifies. Empty: no check.
     - ``max_action_bytes``: largest encoded action accepted from outside.
     - ``action_events``: log a debug event at each step of every action
@@ -42,6 +45,8 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     runtime: str = "thread"
     mailbox_window: int = 32
     steal: bool = True
+    max_restarts: int = 100
+    restart_within: float = 10.0
     license_keys: tuple[str, ...] = ()
     max_action_bytes: int = 1 << 20
     action_events: bool = False

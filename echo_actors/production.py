@@ -90,7 +90,7 @@ class Production:
             if wake is not None and self._wake is not None:
                 raise RuntimeError(f"production {self.name!r} already feeds a Sequence")
             self._wake, self._accept = wake, accept
-            self._waiting = False
+            self._waiting = wake is not None  # the first put wakes the new consumer
             if accept is not None and self._queue:
                 accept(len(self._queue))
 

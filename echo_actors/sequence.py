@@ -23,8 +23,9 @@ from echo_actors.fate import Fate
 from echo_actors.life import Life
 from echo_actors.plan import Plan
 from echo_actors.production import Production
-from echo_actors.runtime import Runtime, bind_actor, get_runtime
+from echo_actors.runtime import Runtime, get_runtime
 from echo_actors.site import Site
+from echo_actors.supervision import ChildSpec, SupervisorHandle, start_supervisor
 
 __all__ = ["Sequence", "Stats"]
 
@@ -90,6 +91,7 @@ class Sequence:
         self.site_class = site
         self.sites = sites if sites is not None else self.fate.sites
         self._core: Core | None = None
+        self.supervisor: SupervisorHandle | None = None
         self._start_lock = threading.Lock()
         self._accepting = False
         self._stop_requested = self.runtime.event()
@@ -107,16 +109,32 @@ class Sequence:
                 raise RuntimeError("this Sequence was shut down; make a new one")
             self.life.attach(self.runtime)
             core = Core(
-                self.plan, self.life, self.fate, self.production, self.runtime,
-                self.site_class, self.sites,
+                self.plan, self.life, self.fate, self.production, self.runtime, self.sites
             )
-            core.dispatcher = bind_actor(Dispatcher, self.runtime).start(core, self.sites)
-            for index in range(self.sites):
-                core.start_site(index)
+            self.supervisor = start_supervisor(
+                self._child_specs(core), "one_for_one", runtime=self.runtime,
+                max_restarts=self.fate.max_restarts, within=self.fate.restart_within,
+                name="sequence",
+            )
+            self.production.bind(core.wake, core.ledger.accept)
             self._core = core
             self._accepting = True
             _log.debug("sequence_started", sites=self.sites, runtime=self.runtime.name)
         return self
+
+    def _child_specs(self, core: Core) -> list[ChildSpec]:
+        def dispatcher_started(ref: pykka.ActorRef[Any]) -> None:
+            core.dispatcher = ref
+
+        def site_spec(index: int) -> ChildSpec:
+            return ChildSpec(
+                name=f"site-{index}", actor_class=self.site_class, args=(index, core),
+                on_start=lambda ref: core.site_started(index, ref),
+                on_exit=lambda info: core.site_exited(index, info.reason == "crash"),
+            )
+
+        dispatcher = ChildSpec("dispatcher", Dispatcher, (core,), on_start=dispatcher_started)
+        return [dispatcher, *(site_spec(index) for index in range(self.sites))]
 
     def __enter__(self) -> Sequence:
         return self.start()
@@ -166,15 +184,13 @@ class Sequence:
             self._accepting = False
         if not (drain and core.ledger.idle.wait(timeout)):
             core.start_cancelling()
-            for ticket in core.dispatcher.ask(HandBack()):
-                core.hand_back([ticket])
+            assert core.dispatcher is not None
+            core.hand_back(core.dispatcher.ask(HandBack()))
             core.ledger.idle.wait(timeout)
         core.closing = True
-        for ref in core.sites:
-            if ref is not None:
-                self.life.unsubscribe(ref)
-                ref.stop(block=True)
-        core.dispatcher.stop(block=True)
+        self.production.bind(None)
+        assert self.supervisor is not None
+        self.supervisor.stop()
         core.scheduler.stop()
         if self._owns_life:
             self.life.stop()
@@ -255,7 +271,7 @@ class Sequence:
             return Stats(0, 0, 0, 0, 0, 0, 0, self.production.pending(), 0, [])
         counts = core.ledger.counts
         sites: list[SiteStats] = []
-        if core.dispatcher.is_alive():
+        if core.dispatcher is not None and core.dispatcher.is_alive():
             sites = core.dispatcher.ask(StatsRequest())
         return Stats(
             accepted=counts["accepted"],

@@ -12,7 +12,7 @@ import structlog
 
 from echo_actors._messages import Batch, Done, LifeChanged
 from echo_actors.action import Action
-from echo_actors.errors import ActionTimeoutError, RoutingError
+from echo_actors.errors import ActionTimeoutError, CrashError, RoutingError
 from echo_actors.license import verify
 
 if TYPE_CHECKING:
@@ -31,16 +31,27 @@ class Site(pykka.Actor):
     Subclass it and override :meth:`receive` (Echo's ``Site::Receive``) to
     change how an action is received; call ``super().receive(action, life)``
     for the default behaviour. Whatever ``receive`` raises is the action's
-    failure (retried if worth it); it never stops the Site. The Site's own
-    attributes start with ``site_`` so they do not collide with yours.
+    failure (retried if worth it), except :class:`CrashError`: raising it
+    says the Site itself is broken, so it crashes, its supervisor restarts
+    it, and the action goes back to the queue with the attempt counted.
+    The Site's own attributes start with ``site_`` so they do not collide
+    with yours.
     """
 
-    def __init__(self, site_index: int, site_core: Core, site_snapshot: LifeSnapshot) -> None:
+    site_snapshot: LifeSnapshot
+    """Life's hooks and Fate as last pushed to this Site."""
+
+    def __init__(self, site_index: int, site_core: Core) -> None:
         super().__init__()
         self.site_index = site_index
         self.site_core = site_core
-        self.site_snapshot = site_snapshot
-        self.site_lock: threading.Lock = site_core.site_locks[site_index]
+        self.site_lock: threading.Lock = site_core.slots[site_index].lock
+
+    def on_start(self) -> None:
+        self.site_snapshot = self.site_core.life.subscribe(self.actor_ref)
+
+    def on_stop(self) -> None:
+        self.site_core.life.unsubscribe(self.actor_ref)
 
     @property
     def site_life(self) -> Life:
@@ -115,6 +126,7 @@ class Site(pykka.Actor):
                 ticket.started = True
             ran += 1
             if core.cancelling:
+                ticket.done = True
                 cancelled.append(ticket)
                 continue
             action = ticket.action
@@ -125,6 +137,9 @@ class Site(pykka.Actor):
                 if keys:
                     verify(action, keys)
                 result = self.receive(action, life)
+            except CrashError:
+                ledger.end(completed=completed, dead=dead)
+                raise
             except Exception as exc:  # noqa: BLE001 - every failure is the action's
                 ticket.done = True
                 failed += 1
@@ -143,9 +158,3 @@ class Site(pykka.Actor):
             core.hand_back(cancelled)
         ledger.end(completed=completed, dead=dead)
         core.dispatcher.tell(Done(index, ran, failed, time.perf_counter() - started_at))
-
-    def on_stop(self) -> None:
-        self.site_core.site_exited(self.site_index, crashed=False)
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self.site_core.site_exited(self.site_index, crashed=True)
