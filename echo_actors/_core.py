@@ -128,6 +128,8 @@ class Core:
             self.hand_back(left)
 
     def _wait(self, delay: float, ticket: Ticket) -> None:
+        if self.production.defer(ticket, delay):
+            return
         with self._lock:
             if not self.cancelling:
                 self._waiting[ticket] = self.scheduler.call_later(delay, self._due, ticket)
@@ -204,6 +206,7 @@ class Core:
 
     def hand_back(self, tickets: list[Ticket]) -> None:
         """Cancel ``tickets`` (shutdown without drain) and keep them to hand back."""
+        self.production.release(tickets)
         self.ledger.cancel(tickets)
         with self._lock:
             self.handed_back.extend(tickets)

@@ -119,6 +119,7 @@ class Site(pykka.Actor):
         started_at = time.perf_counter()
         ran = completed = failed = dead = 0
         cancelled: list[Ticket] = []
+        finished: list[Ticket] | None = [] if core.production.acknowledges else None
         for ticket in batch.tickets:
             with lock:
                 if ticket.owner is not batch:
@@ -147,6 +148,8 @@ class Site(pykka.Actor):
                 continue
             ticket.done = True
             completed += 1
+            if finished is not None:
+                finished.append(ticket)
             if ticket.future is not None:
                 ticket.future.set(result)
             if events:
@@ -154,7 +157,9 @@ class Site(pykka.Actor):
                            site=index, attempt=action.attempt)
             if action.next is not None:
                 core.chain(action, result)
+        if finished:
+            core.production.ack(finished)
         if cancelled:
             core.hand_back(cancelled)
         ledger.end(completed=completed, dead=dead)
-        core.dispatcher.tell(Done(index, ran, failed, time.perf_counter() - started_at))
+        core.tell_dispatcher(Done(index, ran, failed, time.perf_counter() - started_at))

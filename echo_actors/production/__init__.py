@@ -1,11 +1,18 @@
 # SPDX-License-Identifier: MIT
-"""Production: where pending actions wait until a Sequence's dispatcher takes them."""
+"""Production: where pending actions wait until a Sequence's dispatcher takes them.
+
+:class:`Production` is the in-memory default. A durable one (on Redis
+Streams, say) subclasses it: it fills the same local queue from its store
+and overrides the hooks marked "durable productions override" so that
+acknowledgements, delays and retries live in the store too.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import ClassVar
 
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
@@ -21,6 +28,9 @@ class Production:
     named production kept in Life (Echo's Karma) can be handed from one
     Sequence to the next. Thread-safe.
     """
+
+    acknowledges: ClassVar[bool] = False
+    """Whether Sites must call :meth:`ack` for every ended ticket (durable productions)."""
 
     def __init__(self, name: str = "default") -> None:
         self.name = name
@@ -115,7 +125,20 @@ class Production:
         return out
 
     def ack(self, tickets: list[Ticket]) -> None:
-        """Tickets that ended (completed, dead-lettered or cancelled): nothing to do in memory."""
+        """Tickets that ended, completed or dead-lettered (durable productions override)."""
+
+    def defer(self, ticket: Ticket, delay: float) -> bool:
+        """Hold ``ticket`` for ``delay`` seconds (a delay or a retry backoff) in the store.
+
+        Returns False when the production keeps no timers of its own (in
+        memory): the Sequence then waits on its runtime's scheduler. Durable
+        productions override this so that a waiting action survives a crash.
+        """
+        return False
+
+    def release(self, tickets: list[Ticket]) -> None:
+        """Tickets taken but not started, given back at shutdown (durable productions
+        override this to leave them queued in the store instead of cancelling them)."""
 
     def hand_back(self) -> list[Ticket]:
         """Remove and return every waiting ticket (shutdown without drain)."""
