@@ -62,7 +62,9 @@ class Dispatcher(pykka.Actor):
         self._halted = core.cancelling
 
     def on_start(self) -> None:
-        # Messages the previous dispatcher did not get are found from the state itself.
+        # From now on Sites and the production tell this dispatcher; what they told a
+        # crashed predecessor is recovered from the state itself.
+        self._core.dispatcher = self.actor_ref
         for slot in self._slots:
             slot.inflight = deque(t for t in slot.inflight if not t.done)
             ref = slot.ref

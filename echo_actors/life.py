@@ -8,6 +8,7 @@ Fate to its subscribers whenever one of them changes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from echo_actors._messages import LifeChanged
 from echo_actors.fate import Fate
 from echo_actors.production import Production
 from echo_actors.runtime import Runtime, bind_actor, get_runtime
+from echo_actors.supervision import ChildSpec
 
 __all__ = ["Life", "LifeSnapshot"]
 
@@ -34,21 +36,39 @@ class LifeSnapshot(msgspec.Struct, frozen=True):
     fate: Fate
 
 
+class _LifeState:
+    """What Life knows; kept by the handle so that a restarted actor carries on with it."""
+
+    def __init__(self, fate: Fate) -> None:
+        self.hooks: dict[str, Callable[..., Any]] = {}
+        self.cache: dict[Any, Any] = {}
+        self.productions: dict[str, Production] = {}
+        self.subscribers: list[pykka.ActorRef[Any]] = []
+        self.snapshot = LifeSnapshot(0, MappingProxyType({}), fate)
+
+
 class _LifeActor(pykka.Actor):
-    """The registry itself; reached through pykka proxies from the Life handle."""
+    """The registry itself; reached through pykka proxies from the Life handle.
+
+    Only this actor touches the state, one message at a time.
+    """
 
     use_daemon_thread = True  # holds no work: a forgotten Life must not keep a process alive
 
-    def __init__(self, fate: Fate) -> None:
+    def __init__(self, state: _LifeState) -> None:
         super().__init__()
-        self._hooks: dict[str, Callable[..., Any]] = {}
-        self._cache: dict[Any, Any] = {}
-        self._productions: dict[str, Production] = {}
-        self._subscribers: list[pykka.ActorRef[Any]] = []
-        self._snapshot = LifeSnapshot(0, MappingProxyType({}), fate)
+        self._state = state
+        self._hooks = state.hooks
+        self._cache = state.cache
+        self._productions = state.productions
+        self._subscribers = state.subscribers
+
+    @property
+    def _snapshot(self) -> LifeSnapshot:
+        return self._state.snapshot
 
     def _publish(self, fate: Fate | None = None) -> None:
-        self._snapshot = LifeSnapshot(
+        self._state.snapshot = LifeSnapshot(
             self._snapshot.version + 1,
             MappingProxyType(dict(self._hooks)),
             fate or self._snapshot.fate,
@@ -107,24 +127,43 @@ class Life:
     """A handle on the registry actor; cheap to pass around, safe from any thread.
 
     ``Life(fate)`` starts its actor on first use (on the runtime of the first
-    Sequence that uses it, or threads). Hooks are Echo's Span: a before-hook is
-    called as ``hook(action)``, an after-hook as ``hook(action, result)``; an
-    exception from either stops the action.
+    Sequence that uses it, or threads). Its state lives in the handle: an
+    actor that died is restarted with it, by the owning Sequence's supervisor
+    or on the next call. Hooks are Echo's Span: a before-hook is called as
+    ``hook(action)``, an after-hook as ``hook(action, result)``; an exception
+    from either stops the action.
     """
 
     def __init__(self, fate: Fate | None = None, *, runtime: str | Runtime | None = None) -> None:
-        self._initial_fate = fate if fate is not None else Fate()
+        self._state = _LifeState(fate if fate is not None else Fate())
         self._runtime: Runtime | None = None if runtime is None else get_runtime(runtime)
         self._ref: pykka.ActorRef[Any] | None = None
         self._proxy: pykka.ActorProxy[Any] | None = None
+        self._lock = threading.Lock()
 
     def _actor(self) -> pykka.ActorRef[Any]:
         ref = self._ref
         if ref is None or not ref.is_alive():
-            runtime = self._runtime or get_runtime(self._initial_fate.runtime)
-            self._runtime = runtime
-            ref = self._ref = bind_actor(_LifeActor, runtime).start(self._initial_fate)
+            with self._lock:
+                ref = self._ref
+                if ref is None or not ref.is_alive():
+                    runtime = self._runtime or get_runtime(self._state.snapshot.fate.runtime)
+                    self._runtime = runtime
+                    ref = self._ref = bind_actor(_LifeActor, runtime).start(self._state)
         return ref
+
+    def child_spec(self, name: str = "life") -> ChildSpec:
+        """A supervisor child that runs this Life's actor (restarted with its state)."""
+
+        def adopt(ref: pykka.ActorRef[Any]) -> None:
+            self._ref = ref
+
+        return ChildSpec(name, _LifeActor, (self._state,), on_start=adopt)
+
+    @property
+    def started(self) -> bool:
+        """Whether the registry actor is running."""
+        return self._ref is not None and self._ref.is_alive()
 
     def _ask(self, op: str, *args: Any) -> Any:
         ref = self._actor()

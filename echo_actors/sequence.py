@@ -25,7 +25,12 @@ from echo_actors.plan import Plan
 from echo_actors.production import Production
 from echo_actors.runtime import Runtime, get_runtime
 from echo_actors.site import Site
-from echo_actors.supervision import ChildSpec, SupervisorHandle, start_supervisor
+from echo_actors.supervision import (
+    ChildSpec,
+    SupervisorHandle,
+    start_supervisor,
+    supervisor_spec,
+)
 
 __all__ = ["Sequence", "Stats"]
 
@@ -61,6 +66,10 @@ class Sequence:
     received); ``runtime`` is ``"thread"`` (default) or ``"gevent"``; unset
     settings come from ``fate`` (by default :meth:`Fate.load`: ``ECHO_*``
     variables over the defaults).
+
+    Its dispatcher, Sites (and its Life, when it made it) run under a
+    supervisor called ``name``: a top-level one, or a child of ``parent`` so
+    that it joins an application's supervision tree and escalates to it.
     """
 
     def __init__(
@@ -73,6 +82,8 @@ class Sequence:
         fate: Fate | None = None,
         *,
         runtime: str | Runtime | None = None,
+        name: str = "sequence",
+        parent: SupervisorHandle | None = None,
     ) -> None:
         if not isinstance(plan, Plan):
             raise TypeError(f"expected a Plan, got {type(plan).__name__}")
@@ -91,6 +102,8 @@ class Sequence:
         self.site_class = site
         self.sites = sites if sites is not None else self.fate.sites
         self._core: Core | None = None
+        self.name = name
+        self._parent = parent
         self.supervisor: SupervisorHandle | None = None
         self._start_lock = threading.Lock()
         self._accepting = False
@@ -111,11 +124,19 @@ class Sequence:
             core = Core(
                 self.plan, self.life, self.fate, self.production, self.runtime, self.sites
             )
-            self.supervisor = start_supervisor(
-                self._child_specs(core), "one_for_one", runtime=self.runtime,
-                max_restarts=self.fate.max_restarts, within=self.fate.restart_within,
-                name="sequence",
-            )
+            intensity = {"max_restarts": self.fate.max_restarts, "within": self.fate.restart_within}
+            if self._parent is None:
+                self.supervisor = start_supervisor(
+                    self._child_specs(core), "one_for_one", runtime=self.runtime,
+                    name=self.name, **intensity,
+                )
+            else:
+                def adopt(ref: pykka.ActorRef[Any]) -> None:
+                    self.supervisor = SupervisorHandle(ref)
+
+                self._parent.start_child(supervisor_spec(
+                    self.name, self._child_specs(core), on_start=adopt, **intensity
+                ))
             self.production.bind(core.wake, core.ledger.accept)
             self._core = core
             self._accepting = True
@@ -123,9 +144,6 @@ class Sequence:
         return self
 
     def _child_specs(self, core: Core) -> list[ChildSpec]:
-        def dispatcher_started(ref: pykka.ActorRef[Any]) -> None:
-            core.dispatcher = ref
-
         def site_spec(index: int) -> ChildSpec:
             return ChildSpec(
                 name=f"site-{index}", actor_class=self.site_class, args=(index, core),
@@ -133,8 +151,13 @@ class Sequence:
                 on_exit=lambda info: core.site_exited(index, info.reason == "crash"),
             )
 
+        def dispatcher_started(ref: pykka.ActorRef[Any]) -> None:
+            core.dispatcher = ref  # before any Site starts and tells it so
+
         dispatcher = ChildSpec("dispatcher", Dispatcher, (core,), on_start=dispatcher_started)
-        return [dispatcher, *(site_spec(index) for index in range(self.sites))]
+        sites = [site_spec(index) for index in range(self.sites)]
+        owned = [self.life.child_spec()] if self._owns_life and not self.life.started else []
+        return [*owned, dispatcher, *sites]
 
     def __enter__(self) -> Sequence:
         return self.start()
@@ -189,8 +212,11 @@ class Sequence:
             core.ledger.idle.wait(timeout)
         core.closing = True
         self.production.bind(None)
-        assert self.supervisor is not None
-        self.supervisor.stop()
+        if self._parent is not None:
+            self._parent.terminate_child(self.name)
+            self._parent.delete_child(self.name)
+        elif self.supervisor is not None:
+            self.supervisor.stop()
         core.scheduler.stop()
         if self._owns_life:
             self.life.stop()
