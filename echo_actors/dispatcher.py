@@ -60,6 +60,7 @@ class Dispatcher(pykka.Actor):
         self._window = core.fate.mailbox_window
         self._steal = core.fate.steal
         self._halted = core.cancelling
+        self._idle: set[Slot] = set()
 
     def on_start(self) -> None:
         # From now on Sites and the production tell this dispatcher; what they told a
@@ -99,64 +100,59 @@ class Dispatcher(pykka.Actor):
             inflight.popleft()
         slot.processed += message.count - message.failed
         slot.failed += message.failed
-        self._pump()
+        if self._halted or not slot.alive:
+            return
+        self._feed(slot, self._window)
+        if not slot.inflight:
+            self._idle.add(slot)
+        elif self._idle and self._steal and slot.depth() > 1:
+            for thief in list(self._idle)[:4]:  # a few thieves: each takes half a queue
+                self._feed(thief, self._window)
 
     def _pump(self) -> None:
+        """Feed every Site: an even share of what waits, so that none hoards it."""
         if self._halted:
             return
-        slots = [slot for slot in self._slots if slot.alive]
-        if not slots:
+        alive = [slot for slot in self._slots if slot.alive]
+        if not alive:
             return
-        window = self._window
-        queued = sum(slot.depth() for slot in self._slots)
-        room = 2 * window * len(slots) - queued
-        if room > 0:
-            tickets = self._production.take(room)
-            if tickets:
-                self._route(tickets, slots)
-        for slot in slots:
-            free = window - len(slot.inflight)
-            if free <= 0:
-                continue
-            batch: list[Ticket] = []
-            backlog = slot.backlog
-            while backlog and len(batch) < free:
-                batch.append(backlog.popleft())
-            if not batch and not slot.inflight and self._steal:
-                batch = self._steal_for(slot, free)
-            if batch:
-                self._send(slot, batch)
+        alive.sort(key=Slot.depth)
+        share = -(-self._production.pending() // len(alive))
+        steal = self._steal and alive[-1].depth() > 1
+        for slot in alive:
+            self._feed(slot, max(1, min(self._window, share)), steal=steal)
 
-    def _route(self, tickets: list[Ticket], slots: list[Slot]) -> None:
-        """Keyed tickets to their key's Site, the rest spread to the shallowest queues."""
-        everyone = self._slots
-        loose: list[Ticket] = []
-        for ticket in tickets:
-            key = ticket.action.key
-            if key is None:
-                loose.append(ticket)
-            else:
-                everyone[hash(key) % len(everyone)].backlog.append(ticket)
-        if not loose:
+    def _feed(self, slot: Slot, limit: int, *, steal: bool = True) -> None:
+        """Send ``slot`` up to ``limit`` tickets: its backlog, then new work, then stolen."""
+        free = min(limit, self._window - len(slot.inflight))
+        if free <= 0:
             return
-        # Water-filling: raise the shallowest queues to a common level.
-        order = sorted(slots, key=Slot.depth)
-        depths = [slot.depth() for slot in order]
-        remaining = len(loose)
-        level, count = depths[0], 1
-        while True:
-            nxt = depths[count] if count < len(depths) else None
-            if nxt is None or (nxt - level) * count >= remaining:
-                level += remaining // count
-                extra = remaining % count
-                break
-            remaining -= (nxt - level) * count
-            level, count = nxt, count + 1
-        position = 0
-        for i in range(count):
-            share = level - depths[i] + (1 if i < extra else 0)
-            order[i].backlog.extend(loose[position : position + share])
-            position += share
+        batch: list[Ticket] = []
+        backlog = slot.backlog
+        while backlog and len(batch) < free:
+            batch.append(backlog.popleft())
+        kick: list[Slot] = []
+        if len(batch) < free:
+            slots = self._slots
+            for ticket in self._production.take(free - len(batch)):
+                key = ticket.action.key
+                if key is None:
+                    batch.append(ticket)
+                    continue
+                target = slots[hash(key) % len(slots)]
+                if target is slot:
+                    batch.append(ticket)
+                else:  # another Site's key: queue it there, and feed that Site if it idles
+                    target.backlog.append(ticket)
+                    if target.alive and not target.inflight:
+                        kick.append(target)
+        if not batch and not slot.inflight and steal and self._steal:
+            batch = self._steal_for(slot, free)
+        if batch:
+            self._send(slot, batch)
+        for target in kick:
+            if not target.inflight:
+                self._feed(target, self._window)
 
     def _steal_for(self, thief: Slot, free: int) -> list[Ticket]:
         victim = max(self._slots, key=Slot.depth)
@@ -188,6 +184,7 @@ class Dispatcher(pykka.Actor):
         return stolen
 
     def _send(self, slot: Slot, batch: list[Ticket]) -> None:
+        self._idle.discard(slot)
         message = Batch(slot.index, batch)
         for ticket in batch:
             ticket.owner = message
