@@ -22,9 +22,9 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _anchors  # noqa: E402
+import _anchors
 
-from echo_actors import Action, Fate, Plan, Sequence, Signature  # noqa: E402
+from echo_actors import Action, Fate, Plan, Sequence, Signature
 
 
 def _noop(content: object) -> object:

@@ -20,9 +20,9 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _anchors  # noqa: E402
+import _anchors
 
-from echo_actors import Action, Plan, Sequence, Signature  # noqa: E402
+from echo_actors import Action, Plan, Sequence, Signature
 
 
 def _io(seconds: float) -> float:

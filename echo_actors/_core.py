@@ -7,6 +7,7 @@ dispatcher, the new actor picks up the same queues, so nothing is lost.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections import deque
@@ -21,8 +22,8 @@ from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.errors import CrashError, EchoError, ExecutionError
 from echo_actors.fate import Fate
-from echo_actors.life import Life
 from echo_actors.license import sign
+from echo_actors.life import Life
 from echo_actors.plan import Plan, RetryPolicy
 from echo_actors.production import Production
 from echo_actors.runtime import Runtime, Scheduler
@@ -97,10 +98,8 @@ class Core:
         """Tell the current dispatcher; if it is being restarted, the new one looks itself."""
         dispatcher = self.dispatcher
         if dispatcher is not None:
-            try:
+            with contextlib.suppress(pykka.ActorDeadError):
                 dispatcher.tell(message)
-            except pykka.ActorDeadError:
-                pass
 
     def enqueue(self, ticket: Ticket) -> None:
         """Put an accepted ticket on its way: on a timer if delayed, else to the production."""

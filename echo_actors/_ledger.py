@@ -75,7 +75,8 @@ class Ledger:
         """Fail the futures of ``tickets`` with CancellationError and count them."""
         for ticket in tickets:
             if ticket.future is not None:
-                exc = CancellationError(f"action {ticket.action.id} ({ticket.action.name}) cancelled")
+                action = ticket.action
+                exc = CancellationError(f"action {action.id} ({action.name}) cancelled")
                 ticket.future.set_exception((CancellationError, exc, None))
         self.end(cancelled=len(tickets))
 

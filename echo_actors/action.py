@@ -96,7 +96,7 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True):
     @classmethod
     def decode(
         cls,
-        data: bytes | bytearray | memoryview | str,
+        data: bytes | bytearray | str,
         format: Literal["json", "msgpack"] = "json",
         *,
         max_bytes: int = MAX_ACTION_BYTES,
@@ -110,6 +110,8 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True):
         """
         if len(data) > max_bytes:
             raise DecodeError(f"encoded action is {len(data)} bytes, over the limit of {max_bytes}")
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogatepass")
         decoder = _JSON_DECODER if format == "json" else _MSGPACK_DECODER
         try:
             return decoder.decode(data)

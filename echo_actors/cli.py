@@ -15,7 +15,8 @@ import importlib.util
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence as Seq
+from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 from pathlib import Path
 from typing import IO, Any
 

@@ -11,6 +11,7 @@ sends them to it. Actions marked ``ordered`` are never stolen.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +19,8 @@ import msgspec
 import pykka
 import structlog
 
-from echo_actors._messages import Batch, Done, HandBack, SiteExited, SiteStarted, StatsRequest, Wake
 from echo_actors._core import Slot
+from echo_actors._messages import Batch, Done, HandBack, SiteExited, SiteStarted, StatsRequest, Wake
 from echo_actors._ticket import Ticket
 
 if TYPE_CHECKING:
@@ -190,10 +191,9 @@ class Dispatcher(pykka.Actor):
             ticket.owner = message
         slot.inflight.extend(batch)
         assert slot.ref is not None
-        try:
+        # A dead Site's SiteExited is on its way: _site_exited takes these back.
+        with contextlib.suppress(pykka.ActorDeadError):
             slot.ref.tell(message)
-        except pykka.ActorDeadError:
-            pass  # its SiteExited is on the way; _site_exited takes these back
 
     def _site_exited(self, message: SiteExited) -> None:
         slot = self._slots[message.site]

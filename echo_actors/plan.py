@@ -41,8 +41,8 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 
     def backoff(self, attempt: int, random: float) -> float:
         """Seconds to wait after failed ``attempt`` (1-based); ``random`` in [0, 1)."""
-        delay = min(self.cap, self.base * 2 ** (attempt - 1))
-        return max(0.0, delay * (1 + self.jitter * (2 * random - 1)))
+        delay = min(self.cap, self.base * 2.0 ** (attempt - 1))
+        return max(0.0, delay * (1.0 + self.jitter * (2.0 * random - 1.0)))
 
 
 class Signature(msgspec.Struct, frozen=True):

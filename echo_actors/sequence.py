@@ -7,7 +7,7 @@ import signal
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pykka
@@ -124,18 +124,20 @@ class Sequence:
             core = Core(
                 self.plan, self.life, self.fate, self.production, self.runtime, self.sites
             )
-            intensity = {"max_restarts": self.fate.max_restarts, "within": self.fate.restart_within}
+            specs = self._child_specs(core)
+            limit, within = self.fate.max_restarts, self.fate.restart_within
             if self._parent is None:
                 self.supervisor = start_supervisor(
-                    self._child_specs(core), "one_for_one", runtime=self.runtime,
-                    name=self.name, **intensity,
+                    specs, "one_for_one", runtime=self.runtime, name=self.name,
+                    max_restarts=limit, within=within,
                 )
             else:
+
                 def adopt(ref: pykka.ActorRef[Any]) -> None:
                     self.supervisor = SupervisorHandle(ref)
 
                 self._parent.start_child(supervisor_spec(
-                    self.name, self._child_specs(core), on_start=adopt, **intensity
+                    self.name, specs, on_start=adopt, max_restarts=limit, within=within
                 ))
             self.production.bind(core.wake, core.ledger.accept)
             self._core = core
@@ -173,7 +175,7 @@ class Sequence:
     def run(self) -> None:
         """Start, then block until :meth:`shutdown` (or SIGINT/SIGTERM, which drain)."""
         self.start()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, lambda *_: self._stop_requested.set())
@@ -208,7 +210,8 @@ class Sequence:
         if not (drain and core.ledger.idle.wait(timeout)):
             core.start_cancelling()
             assert core.dispatcher is not None
-            core.hand_back(core.dispatcher.ask(HandBack()))
+            left = cast("list[Ticket]", core.dispatcher.ask(HandBack()))
+            core.hand_back(left)
             core.ledger.idle.wait(timeout)
         core.closing = True
         self.production.bind(None)
@@ -298,7 +301,7 @@ class Sequence:
         counts = core.ledger.counts
         sites: list[SiteStats] = []
         if core.dispatcher is not None and core.dispatcher.is_alive():
-            sites = core.dispatcher.ask(StatsRequest())
+            sites = cast("list[SiteStats]", core.dispatcher.ask(StatsRequest()))
         return Stats(
             accepted=counts["accepted"],
             completed=counts["completed"],

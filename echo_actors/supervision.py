@@ -94,7 +94,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     """
 
     name: str
-    actor_class: type[pykka.Actor]
+    actor_class: type[Any]  # a pykka.Actor subclass, abstract (plain Actor) or concrete
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}
     restart: Restart = "permanent"
@@ -556,12 +556,12 @@ def start_supervisor(
 ) -> SupervisorHandle:
     """Start a top-level supervisor on ``runtime`` (default ``"thread"``), its children started."""
     rt = get_runtime(runtime if runtime is not None else "thread")
-    concrete = bind_actor(Supervisor, rt)  # type: ignore[type-abstract]  # made concrete here
+    concrete = bind_actor(Supervisor, rt)
     ref = concrete.start(
         list(specs), strategy=strategy, max_restarts=max_restarts, within=within,
         backoff=backoff, runtime=rt, name=name, shutdown_timeout=shutdown_timeout,
     )
-    handle = SupervisorHandle(ref)
+    handle = SupervisorHandle(cast("pykka.ActorRef[Supervisor]", ref))
     with contextlib.suppress(pykka.ActorDeadError):  # it may have given up already
         handle.which_children()  # queued behind on_start: returns once the children started
     return handle

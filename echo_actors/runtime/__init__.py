@@ -9,16 +9,13 @@ talks to a :class:`Runtime`, so it never knows which one it runs on.
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, cast
 
 import pykka
 
 from echo_actors.runtime._thread import ThreadRuntime
 
 __all__ = ["Event", "Runtime", "Scheduler", "TimerHandle", "bind_actor", "get_runtime"]
-
-A = TypeVar("A", bound=pykka.Actor)
-
 
 class Event(Protocol):
     """A one-shot flag that can be waited on (``threading.Event`` shape)."""
@@ -63,19 +60,19 @@ class Runtime(Protocol):
 
 
 @functools.cache
-def _bind(actor_class: type[pykka.Actor], base: type[pykka.Actor]) -> type[pykka.Actor]:
+def _bind(actor_class: type, base: type[pykka.Actor]) -> type[pykka.Actor]:
     if issubclass(actor_class, base):
         return actor_class
     return type(actor_class.__name__, (actor_class, base), {"__module__": actor_class.__module__})
 
 
-def bind_actor(actor_class: type[A], runtime: Runtime) -> type[A]:
+def bind_actor(actor_class: type[Any], runtime: Runtime) -> type[pykka.Actor]:
     """Return ``actor_class`` made concrete on ``runtime`` (a cached mixin class).
 
     Library actors (and users' Site subclasses) derive from ``pykka.Actor``
-    only; the runtime supplies the inbox, future and loop.
+    only, an abstract class; the runtime supplies the inbox, future and loop.
     """
-    return _bind(actor_class, runtime.actor_base)  # type: ignore[return-value]
+    return _bind(cast(type, actor_class), runtime.actor_base)
 
 
 _NAMES = ("thread", "gevent")
@@ -94,7 +91,7 @@ def get_runtime(name: str | Runtime = "thread") -> Runtime:
     if name == "thread":
         return ThreadRuntime()
     if name == "gevent":
-        from echo_actors.runtime._gevent import GeventRuntime
+        from echo_actors.runtime._gevent import GeventRuntime  # noqa: PLC0415 - gevent is optional
 
         return GeventRuntime()
     raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(_NAMES)}")

@@ -94,7 +94,7 @@ class ThreadScheduler:
             if not timer.cancelled:
                 try:
                     timer.fn(*timer.args)
-                except Exception:
+                except Exception:  # noqa: BLE001 - a bad callback must not stop the timers
                     _log.exception("timer_failed", callback=repr(timer.fn))
 
 

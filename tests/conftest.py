@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: MIT
+"""Shared fixtures: the runtime parameter, Sequences and Lifes that are always stopped.
+
+Nothing here configures logging (or anything else) globally: a test that
+asserts on log events uses ``structlog.testing.capture_logs()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pykka
+import pytest
+import structlog
+
+from echo_actors import Fate, Life, Plan, Sequence, Site
+from echo_actors.dispatcher import Dispatcher
+from echo_actors.runtime import get_runtime
+
+LIMIT = 10.0
+"""Seconds any wait in these tests may take before it counts as a failure."""
+
+
+@pytest.fixture(params=["thread", "gevent"], ids=["thread", "gevent"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    """The name of the runtime a behavioural test runs on."""
+    if request.param == "gevent":
+        pytest.importorskip("gevent")
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_alone() -> Iterator[None]:
+    """Check (configuring nothing) that a test leaves structlog's global setup as it found it."""
+    before = structlog.get_config()
+    before["processors"] = list(before["processors"])
+    yield
+    after = structlog.get_config()
+    after["processors"] = list(after["processors"])
+    assert after == before, "a test (or the code under test) configured structlog globally"
+
+
+@pytest.fixture
+def make_life() -> Iterator[Callable[..., Life]]:
+    """Build Lifes that are stopped after the test (a Sequence never stops a Life it was given)."""
+    lives: list[Life] = []
+
+    def make(fate: Fate | None = None, *, runtime: str | None = None) -> Life:
+        life = Life(fate if fate is not None else Fate(), runtime=runtime)
+        lives.append(life)
+        return life
+
+    yield make
+    for life in reversed(lives):
+        life.stop()
+
+
+@pytest.fixture
+def make_sequence(make_life: Callable[..., Life]) -> Iterator[Callable[..., Sequence]]:
+    """Build and start Sequences that are always shut down (drain=False) after the test.
+
+    Unless the test passes a ``fate`` or a ``life``, the Sequence gets the
+    default ``Fate()`` (not whatever ``ECHO_*`` variables the environment holds).
+    Afterwards, every actor the test started must be gone.
+    """
+    existing = set(pykka.ActorRegistry.get_all())
+    sequences: list[Sequence] = []
+
+    def make(plan: Plan, *args: Any, start: bool = True, **kwargs: Any) -> Sequence:
+        if "fate" not in kwargs and "life" not in kwargs and len(args) < 5:
+            kwargs["fate"] = Fate()
+        sequence = Sequence(plan, *args, **kwargs)
+        sequences.append(sequence)
+        return sequence.start() if start else sequence
+
+    yield make
+    for sequence in reversed(sequences):
+        sequence.shutdown(drain=False, timeout=LIMIT)
+    for sequence in sequences:
+        assert sequence.supervisor is None or not sequence.supervisor.is_alive()
+    left = [
+        ref for ref in pykka.ActorRegistry.get_all()
+        if ref not in existing and issubclass(ref.actor_class, (Site, Dispatcher))
+    ]
+    assert not left, f"actors still running after shutdown: {left}"
+    # make_life's teardown runs after this one and stops the Lifes it made.
+
+
+@pytest.fixture
+def spawn() -> Callable[..., pykka.Future[Any]]:
+    """Run ``fn(*args)`` in the background on a runtime; returns a future of its outcome.
+
+    On ``"thread"`` it is a daemon thread, on ``"gevent"`` a greenlet of the
+    calling thread's hub (it runs whenever the test waits on something).
+    """
+
+    def start(runtime: str, fn: Callable[..., Any], *args: Any) -> pykka.Future[Any]:
+        rt = get_runtime(runtime)
+        future = rt.future()
+
+        def run() -> None:
+            try:
+                value = fn(*args)
+            except BaseException:  # handed to whoever waits on the future
+                future.set_exception()
+            else:
+                future.set(value)
+
+        rt.spawn(run)
+        return future
+
+    return start
