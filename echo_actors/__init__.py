@@ -7,6 +7,8 @@ that balances and steals work, retries with backoff, hooks and chaining held
 in :class:`Life`, and dead letters for what fails for good.
 """
 
+from pykka import Timeout
+
 from echo_actors.action import Action
 from echo_actors.dead_letter import DeadLetter
 from echo_actors.dispatcher import SiteStats
@@ -53,6 +55,7 @@ __all__ = [
     "Site",
     "SiteStats",
     "Stats",
+    "Timeout",
     "ValidationError",
     "__version__",
     "sign",

@@ -105,7 +105,6 @@ class Core:
         """Put an accepted ticket on its way: on a timer if delayed, else to the production."""
         delay = ticket.action.delay
         if delay > 0:
-            ticket.action = ticket.action.replace(delay=0.0)
             self._wait(delay, ticket)
         else:
             self.put(ticket)

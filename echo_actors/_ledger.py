@@ -29,7 +29,7 @@ class Ledger:
         self.outstanding = 0
         self.idle = idle
         self.idle.set()
-        self._dead: dict[str, DeadLetter] = {}
+        self._dead: list[DeadLetter] = []
 
     def accept(self, n: int = 1) -> None:
         """``n`` more actions are this Sequence's to finish."""
@@ -66,7 +66,7 @@ class Ledger:
             failed_at=time.time(),
         )
         with self._lock:
-            self._dead[action.id] = letter
+            self._dead.append(letter)
         if ticket.future is not None:
             ticket.future.set_exception((type(exc), exc, exc.__traceback__))
         return letter
@@ -83,10 +83,14 @@ class Ledger:
     def dead_letters(self) -> list[DeadLetter]:
         """The dead letters, oldest failure first."""
         with self._lock:
-            return list(self._dead.values())
+            return list(self._dead)
 
     def take_dead(self, ids: set[str] | None) -> list[DeadLetter]:
         """Remove and return the dead letters with these action ids (all when None)."""
         with self._lock:
-            keys = list(self._dead) if ids is None else [i for i in self._dead if i in ids]
-            return [self._dead.pop(key) for key in keys]
+            if ids is None:
+                taken, self._dead = self._dead, []
+            else:
+                taken = [d for d in self._dead if d.action.id in ids]
+                self._dead = [d for d in self._dead if d.action.id not in ids]
+            return taken

@@ -108,15 +108,17 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True):
                 JSON/MessagePack, or does not describe an Action (the message
                 names the offending field).
         """
-        if len(data) > max_bytes:
-            raise DecodeError(f"encoded action is {len(data)} bytes, over the limit of {max_bytes}")
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogatepass")
+        if len(data) > max_bytes:
+            raise DecodeError(f"encoded action is {len(data)} bytes, over the limit of {max_bytes}")
         decoder = _JSON_DECODER if format == "json" else _MSGPACK_DECODER
         try:
             return decoder.decode(data)
         except (msgspec.DecodeError, TypeError, ValueError) as exc:
             raise DecodeError(f"not a valid Action: {exc}") from exc
+        except RecursionError:
+            raise DecodeError("not a valid Action: nested too deeply") from None
 
 
 _JSON_ENCODER = msgspec.json.Encoder()

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from echo_actors.plan import RetryPolicy
+from echo_actors.runtime import RUNTIMES
 
 __all__ = ["Fate"]
 
@@ -54,6 +55,8 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.sites < 1:
             raise ValueError("sites must be >= 1")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
         if self.mailbox_window < 1:
             raise ValueError("mailbox_window must be >= 1")
         if self.max_action_bytes < 1:

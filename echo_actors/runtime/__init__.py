@@ -15,7 +15,7 @@ import pykka
 
 from echo_actors.runtime._thread import ThreadRuntime
 
-__all__ = ["Event", "Runtime", "Scheduler", "TimerHandle", "bind_actor", "get_runtime"]
+__all__ = ["RUNTIMES", "Event", "Runtime", "Scheduler", "TimerHandle", "bind_actor", "get_runtime"]
 
 class Event(Protocol):
     """A one-shot flag that can be waited on (``threading.Event`` shape)."""
@@ -75,7 +75,8 @@ def bind_actor(actor_class: type[Any], runtime: Runtime) -> type[pykka.Actor]:
     return _bind(cast(type, actor_class), runtime.actor_base)
 
 
-_NAMES = ("thread", "gevent")
+RUNTIMES = ("thread", "gevent")
+"""The runtimes a Sequence can be given by name."""
 
 
 def get_runtime(name: str | Runtime = "thread") -> Runtime:
@@ -94,4 +95,4 @@ def get_runtime(name: str | Runtime = "thread") -> Runtime:
         from echo_actors.runtime._gevent import GeventRuntime  # noqa: PLC0415 - gevent is optional
 
         return GeventRuntime()
-    raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(_NAMES)}")
+    raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(RUNTIMES)}")

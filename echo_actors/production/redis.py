@@ -1,0 +1,876 @@
+# SPDX-License-Identifier: MIT
+"""RedisProduction: a durable Production on Redis Streams, shared by many worker processes.
+
+Layout (``stream`` defaults to ``"echo"``):
+
+- ``echo``: the stream of pending actions, one MessagePack-encoded Action per
+  entry (field ``a``; ``w=1`` marks an entry that has waited its delay
+  already). Workers read it as consumers of one consumer group.
+- ``echo:delayed``: a sorted set of actions waiting for their delay or retry
+  backoff, scored by their due time on the Redis server's clock. Every worker
+  runs a mover (a Lua script, so exactly one mover moves each action) that
+  puts due actions back on the stream.
+- ``echo:dead``: the dead letters, one entry each, with the error kind,
+  message and attempts (and the raw bytes for entries that did not decode).
+
+Delivery is **at-least-once**. An entry is acknowledged (XACK, then deleted)
+only after its action completed, was dead-lettered or was parked in the
+sorted set. A worker that dies leaves its entries pending; once they have been
+idle for ``visibility_timeout`` seconds another worker claims them
+(XAUTOCLAIM: the cross-machine form of work stealing) and runs them again. So
+an action may run more than once: after a crash between running it and the
+acknowledgement, or when it ran longer than the visibility timeout although a
+heartbeat keeps claims on running entries fresh. ``Action.id`` is the
+idempotency key: it survives retries, redelivery, requeues and moves through
+the sorted set, so a function with side effects can record the ids it has done.
+
+Entries are decoded with typed msgspec decoding (never pickle); an entry that
+is malformed or larger than ``Fate.max_action_bytes`` is dead-lettered with
+kind ``"decode"`` and acknowledged at once, and the worker carries on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import msgspec
+import redis
+import structlog
+
+from echo_actors._ledger import Ledger
+from echo_actors._ticket import Ticket
+from echo_actors.action import Action
+from echo_actors.dead_letter import DeadLetter
+from echo_actors.errors import DecodeError
+from echo_actors.fate import Fate
+from echo_actors.production import Production
+
+__all__ = ["ConsumerStats", "RedisProduction", "RedisStats", "StoredDeadLetter"]
+
+_log = structlog.get_logger("echo_actors.redis")
+
+_RAW_KEPT = 1024
+"""Bytes of an undecodable entry kept in its dead letter (the rest is only counted)."""
+
+_CHUNK = 1000
+"""Most ids or entries sent in one command (XACK, XADD pipelines, scripts)."""
+
+
+class StoredDeadLetter(msgspec.Struct, frozen=True):
+    """A dead letter as kept in the dead stream.
+
+    ``action`` is None when the entry never decoded (kind ``"decode"``); then
+    ``raw`` holds its first bytes and ``size`` its length. ``entry_id`` is the
+    dead stream's entry, ``source`` the work stream's entry it came from.
+    """
+
+    kind: str
+    message: str
+    attempts: int
+    failed_at: float
+    action: Action | None = None
+    raw: bytes | None = None
+    size: int = 0
+    source: str = ""
+    consumer: str = ""
+    entry_id: str = ""
+
+
+class ConsumerStats(msgspec.Struct, frozen=True):
+    """One consumer of the group: its pending (unacknowledged) entries and idle time."""
+
+    name: str
+    pending: int
+    idle_ms: int
+
+
+class RedisStats(msgspec.Struct, frozen=True):
+    """What waits where: stream entries, pending per consumer, delayed, dead letters."""
+
+    stream: str
+    group: str
+    length: int
+    pending: int
+    consumers: list[ConsumerStats]
+    delayed: int
+    dead_letters: int
+
+
+_DEAD_ENCODER = msgspec.msgpack.Encoder()
+_DEAD_DECODER = msgspec.msgpack.Decoder(StoredDeadLetter)
+
+# KEYS[1]=delayed, KEYS[2]=stream; ARGV[1]=now cap, ARGV[2]=limit.
+# Moves due actions back to the stream; atomic, so no action is moved twice.
+_MOVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('XADD', KEYS[2], '*', 'a', member, 'w', '1')
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, nxt[2] or '', tostring(now)}
+"""
+
+# KEYS[1]=delayed, KEYS[2]=stream; ARGV[1]=group, ARGV[2]=delete acked (0/1),
+# then triples (delay seconds, payload, receipt or ''). Parks actions until due
+# (server clock) and acknowledges the entries they came from, atomically.
+_PARK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for i = 3, #ARGV, 3 do
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[i]), ARGV[i + 1])
+  local r = ARGV[i + 2]
+  if r ~= '' then
+    redis.call('XACK', KEYS[2], ARGV[1], r)
+    if ARGV[2] == '1' then redis.call('XDEL', KEYS[2], r) end
+  end
+end
+return (#ARGV - 2) / 3
+"""
+
+# KEYS[1]=stream; ARGV[1]=group, ARGV[2]=consumer, ARGV[3]=delete acked (0/1),
+# then triples (receipt or '', payload, waited 0/1). Gives entries back: each
+# one still pending on this consumer is acknowledged and added anew at the end.
+_RELEASE = """
+local n = 0
+for i = 4, #ARGV, 3 do
+  local r = ARGV[i]
+  local owned = true
+  if r ~= '' then
+    owned = #redis.call('XPENDING', KEYS[1], ARGV[1], r, r, 1, ARGV[2]) > 0
+    if owned then
+      redis.call('XACK', KEYS[1], ARGV[1], r)
+      if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], r) end
+    end
+  end
+  if owned then
+    if ARGV[i + 2] == '1' then
+      redis.call('XADD', KEYS[1], '*', 'a', ARGV[i + 1], 'w', '1')
+    else
+      redis.call('XADD', KEYS[1], '*', 'a', ARGV[i + 1])
+    end
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS[1]=stream; ARGV[1]=group, ARGV[2]=consumer, then receipts. The heartbeat:
+# resets the idle time of entries this consumer still owns, so that running
+# actions are not claimed by others.
+_TOUCH = """
+local n = 0
+for i = 3, #ARGV do
+  local r = ARGV[i]
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], r, r, 1, ARGV[2]) > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, r, 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS[1]=dead, KEYS[2]=stream; ARGV pairs (dead entry id, payload). Requeues
+# dead letters; the XDEL check means two requeuers never both requeue one.
+_REQUEUE = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[2], '*', 'a', ARGV[i + 1], 'w', '1')
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS[1]=stream; ARGV[1]=group, ARGV[2]=consumer. Leaves the group only with
+# nothing pending (deleting a consumer would drop its pending entries).
+_LEAVE = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p == 0 then return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
+return -1
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(response: Any) -> list[tuple[Any, Any]]:
+    """Entries of one stream from an XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        groups: Iterable[Any] = response.values()
+        return [tuple(entry) for value in groups for entry in value]  # type: ignore[misc]
+    return [tuple(entry) for _, entries in response for entry in entries]  # type: ignore[misc]
+
+
+def _default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class RedisProduction(Production):
+    """A Production on a Redis stream and consumer group; durable and shared.
+
+    ``assign(action)`` adds the action to the stream (or, when it has a delay,
+    to the sorted set): that is how any process submits work. A Sequence
+    bound to it becomes a consumer: a background fetcher reads up to
+    ``batch`` entries per XREADGROUP and keeps at most ``read_ahead``
+    actions in this process (queued, in Site mailboxes or running) that are
+    not acknowledged yet. Acknowledgements are batched by a writer thread.
+    Delays and retry backoffs of actions read from Redis wait in the sorted
+    set (so they survive a crash); dead letters go to the dead stream.
+
+    ``url_or_client``: a ``redis://`` URL or a ``redis.Redis`` client (kept
+    open on :meth:`close`; a URL's client is closed). ``fate`` supplies
+    ``max_action_bytes`` (larger entries are refused) and ``max_attempts``
+    (deliveries to workers that died count as attempts); default
+    :meth:`Fate.load`. ``visibility_timeout``: seconds an entry may stay
+    unacknowledged on a silent consumer before others claim it.
+
+    Delivery is at-least-once; ``Action.id`` is the idempotency key. Under
+    the gevent runtime, monkey-patch the process (the worker command does),
+    so that the fetcher and writer threads are greenlets.
+    """
+
+    acknowledges: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url_or_client: str | redis.Redis,
+        stream: str = "echo",
+        group: str = "echo",
+        consumer: str | None = None,
+        *,
+        name: str | None = None,
+        fate: Fate | None = None,
+        batch: int = 256,
+        read_ahead: int = 1024,
+        block: float = 0.1,
+        visibility_timeout: float = 30.0,
+        delay_poll: float = 0.05,
+        delete_acked: bool = True,
+        dead_maxlen: int | None = 100_000,
+    ) -> None:
+        if not stream or not group:
+            raise ValueError("stream and group must be non-empty")
+        if batch < 1 or read_ahead < 1:
+            raise ValueError("batch and read_ahead must be >= 1")
+        if block <= 0 or visibility_timeout <= 0 or delay_poll <= 0:
+            raise ValueError("block, visibility_timeout and delay_poll must be > 0 seconds")
+        super().__init__(name if name is not None else stream)
+        self._owns_client = isinstance(url_or_client, str)
+        # Any: redis-py's own types mix sync and async replies.
+        self._client: Any = (
+            redis.Redis.from_url(url_or_client) if isinstance(url_or_client, str)
+            else url_or_client
+        )
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or _default_consumer()
+        self.delayed_key = f"{stream}:delayed"
+        self.dead_key = f"{stream}:dead"
+        self.fate = fate if fate is not None else Fate.load()
+        self.max_action_bytes = self.fate.max_action_bytes
+        self.batch = batch
+        self.read_ahead = read_ahead
+        self.block = block
+        self.visibility_timeout = visibility_timeout
+        self.delay_poll = delay_poll
+        self.delete_acked = delete_acked
+        self.dead_maxlen = dead_maxlen
+        self.counts: Counter[str] = Counter()
+        """Running totals: fetched, claimed, acked, dead_lettered, deferred, released, moved."""
+        client = self._client
+        self._move = client.register_script(_MOVE)
+        self._park = client.register_script(_PARK)
+        self._release = client.register_script(_RELEASE)
+        self._touch = client.register_script(_TOUCH)
+        self._requeue = client.register_script(_REQUEUE)
+        self._leave = client.register_script(_LEAVE)
+        self._log = _log.bind(stream=stream, consumer=self.consumer)
+        # Consumer state: _gate orders deliveries against bind/pause/hand_back.
+        self._gate = threading.Lock()
+        self._consuming = False
+        self._ledger: Ledger | None = None
+        self._held: set[str] = set()
+        self._held_lock = threading.Lock()
+        self._room = threading.Event()
+        self._active = threading.Event()
+        self._stop = threading.Event()
+        self._fetcher: threading.Thread | None = None
+        self._group_ready = False
+        self._claim_cursor: Any = "0-0"
+        # Writer state: acknowledgements and dead letters waiting to be written.
+        self._out_lock = threading.Lock()
+        self._out_ids: list[str] = []
+        self._out_letters: list[StoredDeadLetter] = []
+        self._out_ready = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._closed = False
+
+    # Submitting (any process)
+
+    def _payload(self, action: Action) -> bytes:
+        if not isinstance(action, Action):
+            raise TypeError(f"expected an Action, got {type(action).__name__}")
+        payload = action.encode("msgpack")
+        if len(payload) > self.max_action_bytes:
+            raise ValueError(
+                f"action {action.id} ({action.name}) encodes to {len(payload)} bytes, "
+                f"over the limit of {self.max_action_bytes}"
+            )
+        return payload
+
+    def assign(self, action: Action) -> None:
+        """Add ``action`` to the stream (to the sorted set when it has a delay).
+
+        Raises:
+            TypeError: ``action`` is not an Action.
+            ValueError: it encodes to more than ``Fate.max_action_bytes``.
+        """
+        self.assign_many([action])
+
+    def assign_many(self, actions: Iterable[Action]) -> list[str]:
+        """Add several actions in pipelines; returns the stream entry ids ('' for delayed ones).
+
+        Raises:
+            TypeError: one is not an Action (nothing is added).
+            ValueError: one is too large (nothing is added).
+        """
+        items = [(action.delay, self._payload(action)) for action in actions]
+        ids: list[str] = []
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            pipe = self._client.pipeline(transaction=False)
+            parked: list[Any] = []
+            for delay, payload in chunk:
+                if delay > 0:
+                    parked.extend((repr(delay), payload, ""))
+                else:
+                    pipe.xadd(self.stream, {"a": payload})
+            if parked:
+                self._park(keys=[self.delayed_key, self.stream],
+                           args=[self.group, "0", *parked], client=pipe)
+            replies = iter(pipe.execute())
+            for delay, _ in chunk:
+                ids.append("" if delay > 0 else _text(next(replies)))
+        return ids
+
+    # Consuming (the Sequence bound to this production)
+
+    def bind(
+        self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None
+    ) -> None:
+        """Attach a Sequence and start reading the stream (None detaches and stops reading)."""
+        with self._gate:
+            super().bind(wake, accept)
+            if wake is None:
+                self._consuming = False
+                self._ledger = None
+                self._active.clear()
+                return
+            if self._closed:
+                super().bind(None)
+                raise RuntimeError(f"production {self.name!r} is closed")
+            owner = getattr(accept, "__self__", None)
+            self._ledger = owner if isinstance(owner, Ledger) else None
+            self._consuming = True
+        self._ensure_group()
+        self._start_threads()
+        self._active.set()
+
+    def pause(self) -> None:
+        """Stop reading new entries (what was read stays; :meth:`bind` resumes)."""
+        with self._gate:
+            self._consuming = False
+            self._active.clear()
+
+    def hand_back(self) -> list[Ticket]:
+        """Stop reading, then remove and return every waiting ticket (shutdown without drain)."""
+        self.pause()
+        return super().hand_back()
+
+    def ack(self, tickets: list[Ticket]) -> None:
+        """Queue the entries of ended tickets for XACK; dead-lettered ones go to the dead stream."""
+        ledger = self._ledger
+        letters = ledger.take_dead({t.action.id for t in tickets}) if ledger is not None else []
+        receipts = [t.receipt for t in tickets if t.receipt is not None]
+        stored = [self._stored(letter, tickets) for letter in letters]
+        if not receipts and not stored:
+            return
+        with self._held_lock:
+            self._held.difference_update(receipts)
+            room = self.read_ahead - len(self._held)
+        with self._out_lock:
+            self._out_ids.extend(receipts)
+            self._out_letters.extend(stored)
+        self._out_ready.set()
+        if room >= self._low_water():
+            self._room.set()
+
+    def _stored(self, letter: DeadLetter, tickets: list[Ticket]) -> StoredDeadLetter:
+        source = next(
+            (t.receipt for t in tickets if t.action is letter.action and t.receipt), ""
+        )
+        return StoredDeadLetter(
+            kind=letter.error_kind, message=letter.message, attempts=letter.attempts,
+            failed_at=letter.failed_at, action=letter.action, source=source,
+            consumer=self.consumer,
+        )
+
+    def defer(self, ticket: Ticket, delay: float) -> bool:
+        """Park ``ticket``'s action in the sorted set for ``delay`` seconds and ack its entry.
+
+        Tickets with a future (submitted in this process) wait on the
+        Sequence's own timers instead: their result belongs to this process.
+        """
+        if ticket.future is not None or self._closed:
+            return False
+        receipt = ticket.receipt or ""
+        try:
+            self._park(keys=[self.delayed_key, self.stream], args=[
+                self.group, "1" if self.delete_acked else "0",
+                repr(max(0.0, delay)), ticket.action.encode("msgpack"), receipt,
+            ])
+        except redis.RedisError as exc:
+            self._log.warning("defer_failed", action_id=ticket.action.id, error=str(exc))
+            return False
+        self.counts["deferred"] += 1
+        self._forget([receipt] if receipt else [])
+        self._hand_off(1)
+        return True
+
+    def release(self, tickets: list[Ticket]) -> None:
+        """Give tickets taken but not started back to the stream (shutdown without drain).
+
+        Their entries are acknowledged and added anew, so other workers take
+        them at once. Tickets submitted in this process (with a future) are
+        handed back to the caller instead.
+        """
+        give = [t for t in tickets if t.receipt is not None or t.future is None]
+        if not give:
+            return
+        args: list[Any] = []
+        for ticket in give:
+            args.extend((ticket.receipt or "", ticket.action.encode("msgpack"), "1"))
+        try:
+            self._release_args(args)
+        except redis.RedisError as exc:  # they stay pending: claimed after the timeout
+            self._log.warning("release_failed", count=len(give), error=str(exc))
+        self.counts["released"] += len(give)
+        self._forget([t.receipt for t in give if t.receipt is not None])
+
+    def _release_args(self, args: list[Any]) -> None:
+        for start in range(0, len(args), 3 * _CHUNK):
+            self._release(keys=[self.stream], args=[
+                self.group, self.consumer, "1" if self.delete_acked else "0",
+                *args[start : start + 3 * _CHUNK],
+            ])
+
+    def _forget(self, receipts: list[str]) -> None:
+        if not receipts:
+            return
+        with self._held_lock:
+            self._held.difference_update(receipts)
+            room = self.read_ahead - len(self._held)
+        if room >= self._low_water():
+            self._room.set()
+
+    def _hand_off(self, n: int) -> None:
+        """``n`` accepted tickets left this process for Redis: they end here, not done.
+
+        Uses the Ledger's public methods (accept(-n), then end() to set idle at
+        zero) until the Sequence core counts hand-offs itself.
+        """
+        ledger = self._ledger
+        if ledger is not None:
+            ledger.accept(-n)
+            ledger.count("deferred", n)
+            ledger.end()
+
+    def _low_water(self) -> int:
+        return max(1, min(self.batch, self.read_ahead // 4))
+
+    def in_flight(self) -> int:
+        """Entries read by this process and not acknowledged yet."""
+        return len(self._held)
+
+    # Background threads
+
+    def _start_threads(self) -> None:
+        if self._fetcher is None:
+            self._fetcher = threading.Thread(
+                target=self._fetch_loop, name=f"echo-redis-fetch-{self.stream}", daemon=True
+            )
+            self._fetcher.start()
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write_loop, name=f"echo-redis-write-{self.stream}", daemon=True
+            )
+            self._writer.start()
+
+    def _ensure_group(self) -> None:
+        try:
+            self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _fetch_loop(self) -> None:
+        """Read, claim, move due actions and keep claims fresh, until closed."""
+        backoff = 0.0
+        next_move = next_claim = 0.0
+        next_touch = time.monotonic() + self.visibility_timeout / 3
+        claim_every = max(0.05, min(5.0, self.visibility_timeout / 4))
+        while not self._stop.is_set():
+            if not self._active.is_set():
+                self._active.wait(self.block)
+                continue
+            try:
+                now = time.monotonic()
+                wait = self.block
+                if now >= next_move:
+                    due_in = self._move_due()
+                    next_move = now + min(self.delay_poll, due_in)
+                wait = max(0.0, min(wait, next_move - now))
+                if now >= next_touch:
+                    self._touch_held()
+                    next_touch = now + self.visibility_timeout / 3
+                room = self.read_ahead - len(self._held)
+                if room < self._low_water():
+                    self._room.clear()
+                    if self.read_ahead - len(self._held) < self._low_water():
+                        self._room.wait(wait or 0.001)
+                        continue
+                    room = self.read_ahead - len(self._held)
+                if now >= next_claim:
+                    next_claim = now + claim_every
+                    if self._claim(min(room, self.batch)):
+                        continue
+                self._read(min(room, self.batch), wait)
+                backoff = 0.0
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    self._log.warning("group_missing", error=str(exc))
+                    self._ensure_group()
+                    continue
+                backoff = self._failed(exc, backoff)
+            except redis.RedisError as exc:
+                backoff = self._failed(exc, backoff)
+
+    def _failed(self, exc: Exception, backoff: float) -> float:
+        backoff = min(5.0, backoff * 2 or 0.05)
+        self._log.warning("redis_error", error=str(exc), retry_in=backoff)
+        self._stop.wait(backoff)
+        return backoff
+
+    def _move_due(self) -> float:
+        """Move due actions to the stream; seconds until the next one is due (inf: none)."""
+        moved, next_due, now = self._move(
+            keys=[self.delayed_key, self.stream], args=[_CHUNK]
+        )
+        if moved:
+            self.counts["moved"] += int(moved)
+            return 0.0
+        if not next_due:
+            return float("inf")
+        return max(0.0, float(next_due) - float(now))
+
+    def _touch_held(self) -> None:
+        with self._held_lock:
+            held = list(self._held)
+        for start in range(0, len(held), _CHUNK):
+            self._touch(keys=[self.stream],
+                        args=[self.group, self.consumer, *held[start : start + _CHUNK]])
+
+    def _claim(self, count: int) -> bool:
+        """Claim entries idle past the visibility timeout; True if some were claimed."""
+        reply = self._client.xautoclaim(
+            self.stream, self.group, self.consumer,
+            min_idle_time=int(self.visibility_timeout * 1000),
+            start_id=self._claim_cursor, count=count,
+        )
+        cursor, entries = reply[0], reply[1]
+        self._claim_cursor = "0-0" if _text(cursor) == "0-0" else cursor
+        entries = [(i, f) for i, f in entries if f is not None]
+        if not entries:
+            return False
+        pipe = self._client.pipeline(transaction=False)
+        for entry_id, _ in entries:
+            pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        deliveries = [rows[0]["times_delivered"] if rows else 2 for rows in pipe.execute()]
+        with self._held_lock:
+            held = set(self._held)
+        fresh = [
+            (entry, count) for entry, count in zip(entries, deliveries, strict=True)
+            if _text(entry[0]) not in held
+        ]
+        self.counts["claimed"] += len(fresh)
+        self._log.info("entries_claimed", count=len(fresh))
+        self._deliver([entry for entry, _ in fresh], [count for _, count in fresh])
+        return True
+
+    def _read(self, count: int, wait: float) -> None:
+        block = int(wait * 1000)
+        reply = self._client.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=count,
+            block=block if block > 0 else None,
+        )
+        entries = _entries(reply)
+        if entries:
+            self._deliver(entries, None)
+
+    def _deliver(self, entries: list[tuple[Any, Any]], deliveries: list[int] | None) -> None:
+        """Decode entries and queue them; park delayed ones, dead-letter bad ones."""
+        tickets: list[Ticket] = []
+        parked: list[Any] = []
+        dead: list[StoredDeadLetter] = []
+        dead_ids: list[str] = []
+        max_attempts = self.fate.max_attempts
+        limit = self.max_action_bytes
+        for index, (raw_id, fields) in enumerate(entries):
+            entry_id = _text(raw_id)
+            payload = fields.get(b"a")
+            try:
+                if payload is None:
+                    raise DecodeError("stream entry has no 'a' field")
+                action = Action.decode(payload, "msgpack", max_bytes=limit)
+            except DecodeError as exc:
+                dead.append(self._undecodable(entry_id, fields, payload, str(exc), deliveries,
+                                              index))
+                dead_ids.append(entry_id)
+                continue
+            if deliveries is not None:
+                attempt = action.attempt + deliveries[index] - 1
+                if attempt > max_attempts:
+                    dead.append(StoredDeadLetter(
+                        kind="crash", attempts=attempt - 1, failed_at=time.time(),
+                        message=f"delivered {deliveries[index]} times without an "
+                        "acknowledgement (the workers holding it stopped)",
+                        action=action, source=entry_id, consumer=self.consumer,
+                    ))
+                    dead_ids.append(entry_id)
+                    continue
+                action = action.replace(attempt=attempt)
+            if action.delay > 0 and b"w" not in fields:
+                parked.extend((repr(action.delay), payload, entry_id))
+                continue
+            tickets.append(Ticket(action, receipt=entry_id))
+        if dead:
+            self._write(dead_ids, dead)
+            self._log.warning("entries_dead_lettered", count=len(dead),
+                              kinds=sorted({letter.kind for letter in dead}))
+        if parked:
+            self._park(keys=[self.delayed_key, self.stream],
+                       args=[self.group, "1" if self.delete_acked else "0", *parked])
+            self.counts["parked"] += len(parked) // 3
+        if not tickets:
+            return
+        with self._gate:
+            if self._consuming:
+                with self._held_lock:
+                    self._held.update(t.receipt for t in tickets)
+                self.counts["fetched"] += len(tickets)
+                if self._accept is not None:
+                    self._accept(len(tickets))
+                self.put_many(tickets)
+                return
+        # Stopped reading meanwhile: give them back at once.
+        args: list[Any] = []
+        for ticket in tickets:
+            args.extend((ticket.receipt, ticket.action.encode("msgpack"), "1"))
+        self._release_args(args)
+
+    def _undecodable(
+        self, entry_id: str, fields: Any, payload: Any, message: str,
+        deliveries: list[int] | None, index: int,
+    ) -> StoredDeadLetter:
+        raw = payload if isinstance(payload, bytes) else _DEAD_ENCODER.encode(
+            {_text(k): v for k, v in fields.items()}
+        )
+        return StoredDeadLetter(
+            kind=DecodeError.kind, message=message,
+            attempts=deliveries[index] if deliveries is not None else 1,
+            failed_at=time.time(), raw=raw[:_RAW_KEPT], size=len(raw), source=entry_id,
+            consumer=self.consumer,
+        )
+
+    def _write_loop(self) -> None:
+        """Write queued acknowledgements and dead letters, many per round trip."""
+        while True:
+            self._out_ready.wait()
+            self._out_ready.clear()
+            with self._out_lock:
+                ids, self._out_ids = self._out_ids, []
+                letters, self._out_letters = self._out_letters, []
+            if ids or letters:
+                try:
+                    self._write(ids, letters)
+                except redis.RedisError as exc:
+                    self._log.warning("ack_failed", count=len(ids), error=str(exc))
+                    with self._out_lock:  # try again on the next round
+                        self._out_ids[:0] = ids
+                        self._out_letters[:0] = letters
+                    if self._stop.wait(0.1):
+                        return
+                    self._out_ready.set()
+                    continue
+            if self._stop.is_set():
+                with self._out_lock:
+                    if not self._out_ids and not self._out_letters:
+                        return
+                self._out_ready.set()
+
+    def _write(self, ids: list[str], letters: list[StoredDeadLetter]) -> None:
+        """XADD dead letters, then XACK (and XDEL) their entries and ``ids``, in one MULTI."""
+        pipe = self._client.pipeline(transaction=True)
+        for letter in letters:
+            action = letter.action
+            pipe.xadd(self.dead_key, {
+                "d": _DEAD_ENCODER.encode(letter), "kind": letter.kind,
+                "id": action.id if action is not None else "",
+                "name": action.name if action is not None else "",
+            }, maxlen=self.dead_maxlen, approximate=True)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            pipe.xack(self.stream, self.group, *chunk)
+            if self.delete_acked:
+                pipe.xdel(self.stream, *chunk)
+        pipe.execute()
+        self.counts["acked"] += len(ids)
+        self.counts["dead_lettered"] += len(letters)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until queued acknowledgements are written; False if ``timeout`` ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = threading.Event()
+        while True:
+            with self._out_lock:
+                if not self._out_ids and not self._out_letters:
+                    break
+            if self._writer is None or not self._writer.is_alive():
+                ids, letters = self._out_ids, self._out_letters
+                self._out_ids, self._out_letters = [], []
+                self._write(ids, letters)
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            done.wait(0.005)  # the writer swaps and writes in one round trip
+        return True
+
+    def close(self) -> None:
+        """Stop reading, give back what was read and not started, flush acks, leave the group.
+
+        Call it after the Sequence bound to it has shut down. Entries still
+        held (running elsewhere in this process) stay pending: other workers
+        claim them after the visibility timeout.
+        """
+        if self._closed:
+            return
+        self.pause()
+        self._closed = True
+        left = super().hand_back()
+        if left:
+            self.release(left)
+        self._stop.set()
+        self._active.set()
+        self._room.set()
+        if self._fetcher is not None:
+            self._fetcher.join()
+        self._out_ready.set()
+        if self._writer is not None:
+            self._writer.join()
+        self.flush()
+        if self._held:
+            self._log.warning("closed_with_pending", count=len(self._held))
+        elif self._group_ready:
+            try:
+                self._leave(keys=[self.stream], args=[self.group, self.consumer])
+            except redis.RedisError as exc:
+                self._log.warning("leave_failed", error=str(exc))
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> RedisProduction:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Inspection and dead letters (any process)
+
+    def stats(self) -> RedisStats:
+        """Stream length, pending entries per consumer, delayed actions and dead letters."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xlen(self.stream)
+        pipe.zcard(self.delayed_key)
+        pipe.xlen(self.dead_key)
+        length, delayed, dead = pipe.execute()
+        consumers: list[ConsumerStats] = []
+        try:
+            for row in self._client.xinfo_consumers(self.stream, self.group):
+                consumers.append(ConsumerStats(
+                    name=_text(row["name"]), pending=int(row["pending"]),
+                    idle_ms=int(row["idle"]),
+                ))
+        except redis.ResponseError:  # no stream or no group yet
+            pass
+        return RedisStats(
+            stream=self.stream, group=self.group, length=int(length),
+            pending=sum(c.pending for c in consumers), consumers=consumers,
+            delayed=int(delayed), dead_letters=int(dead),
+        )
+
+    def dead_letters(self, limit: int | None = None) -> list[StoredDeadLetter]:
+        """The dead letters, oldest first (unreadable dead entries are skipped and logged)."""
+        out: list[StoredDeadLetter] = []
+        for raw_id, fields in self._client.xrange(self.dead_key, count=limit):
+            entry_id = _text(raw_id)
+            try:
+                letter = _DEAD_DECODER.decode(fields[b"d"])
+            except (KeyError, msgspec.DecodeError) as exc:
+                self._log.warning("dead_letter_unreadable", entry_id=entry_id, error=str(exc))
+                continue
+            out.append(msgspec.structs.replace(letter, entry_id=entry_id))
+        return out
+
+    def requeue(self, ids: Iterable[str] | None = None) -> list[StoredDeadLetter]:
+        """Put dead letters back on the stream (all, or those with these action or entry ids).
+
+        Attempts start again at 1. Dead letters that never decoded cannot be
+        requeued and stay. Returns the letters requeued.
+        """
+        wanted = None if ids is None else set(ids)
+        chosen = [
+            letter for letter in self.dead_letters()
+            if letter.action is not None and (
+                wanted is None or letter.action.id in wanted or letter.entry_id in wanted
+            )
+        ]
+        done: list[StoredDeadLetter] = []
+        for start in range(0, len(chosen), _CHUNK):
+            chunk = chosen[start : start + _CHUNK]
+            args: list[Any] = []
+            for letter in chunk:
+                assert letter.action is not None
+                args.extend((letter.entry_id, letter.action.replace(attempt=1).encode("msgpack")))
+            self._requeue(keys=[self.dead_key, self.stream], args=args)
+            done.extend(chunk)
+        return done
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisProduction {self.stream!r} group={self.group!r} consumer={self.consumer!r} "
+            f"queued={len(self._queue)} held={len(self._held)}>"
+        )
