@@ -5,6 +5,10 @@
 in-process, on the in-memory Production, and prints a summary. MODULE is a
 dotted module name or a path to a ``.py`` file; PLAN names a Plan in it (or a
 function that returns one).
+
+On Redis (``--redis URL`` or ``ECHO_REDIS_URL``): ``worker MODULE:PLAN`` runs
+until SIGTERM/SIGINT, ``submit [FILE|-]`` adds JSON-lines actions,
+``dead-letters list|requeue`` and ``stats`` inspect the stream.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from echo_actors.errors import DecodeError
 from echo_actors.fate import Fate
 from echo_actors.plan import Plan
 from echo_actors.sequence import Sequence
+from echo_actors.worker import add_redis_commands
 
 __all__ = ["load_plan", "main"]
 
@@ -152,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="list the first N dead letters (default: 5)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show progress (default: when stderr is a terminal)")
+    add_redis_commands(commands)
     return parser
 
 
@@ -168,11 +174,29 @@ def main(argv: Seq[str] | None = None) -> int:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = getattr(args, "handler", None)
+    if handler is not None:  # the Redis commands (echo_actors.worker)
+        return _redis_command(handler, args)
     try:
         return _run(args, sys.stdout, sys.stderr)
     except (ValueError, ImportError, OSError) as exc:
         print(f"echo-actors: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _redis_command(handler: Any, args: argparse.Namespace) -> int:
+    try:
+        from redis import RedisError  # noqa: PLC0415 - redis is an optional dependency
+    except ImportError:
+        print("echo-actors: error: the Redis commands need redis-py "
+              "(pip install 'echo_actors[redis]')", file=sys.stderr)
+        return 2
+    try:
+        status: int = handler(args, sys.stdout, sys.stderr)
+    except (ValueError, ImportError, OSError, RedisError) as exc:
+        print(f"echo-actors: error: {exc}", file=sys.stderr)
+        return 2
+    return status
 
 
 if __name__ == "__main__":

@@ -118,10 +118,14 @@ class Dispatcher(pykka.Actor):
         if not alive:
             return
         alive.sort(key=Slot.depth)
-        share = -(-self._production.pending() // len(alive))
-        steal = self._steal and alive[-1].depth() > 1
+        share = max(1, min(self._window, -(-self._production.pending() // len(alive))))
         for slot in alive:
-            self._feed(slot, max(1, min(self._window, share)), steal=steal)
+            self._feed(slot, share, steal=False)
+        idle = [slot for slot in alive if not slot.inflight]
+        self._idle.update(idle)
+        if idle and self._steal and max(slot.depth() for slot in alive) > 1:
+            for slot in idle:  # routing may have queued keyed work behind busy Sites
+                self._feed(slot, self._window)
 
     def _feed(self, slot: Slot, limit: int, *, steal: bool = True) -> None:
         """Send ``slot`` up to ``limit`` tickets: its backlog, then new work, then stolen."""

@@ -105,7 +105,9 @@ class Sequence:
         self.name = name
         self._parent = parent
         self.supervisor: SupervisorHandle | None = None
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.Lock()  # never held across a switch (gevent-safe)
+        self._starting = False
+        self._ready = self.runtime.event()
         self._accepting = False
         self._stop_requested = self.runtime.event()
         self._stopped = self.runtime.event()
@@ -114,16 +116,35 @@ class Sequence:
     # Lifecycle
 
     def start(self) -> Sequence:
-        """Start Life (if need be), the dispatcher and the Sites; returns self."""
+        """Start Life (if need be), the dispatcher and the Sites; returns self.
+
+        Safe to call from several threads or greenlets: one starts, the others
+        wait for it (no lock is held while actors start, so greenlets may switch).
+
+        Raises:
+            RuntimeError: the Sequence was shut down (make a new one).
+        """
         with self._start_lock:
-            if self._core is not None:
-                return self
             if self._stopped.is_set():
                 raise RuntimeError("this Sequence was shut down; make a new one")
-            self.life.attach(self.runtime)
-            core = Core(
-                self.plan, self.life, self.fate, self.production, self.runtime, self.sites
-            )
+            first, self._starting = not self._starting, True
+        if not first:
+            self._ready.wait()
+            if self._core is None:
+                raise RuntimeError("this Sequence failed to start")
+            return self
+        try:
+            self._start()
+        finally:
+            self._ready.set()
+        return self
+
+    def _start(self) -> None:
+        self.life.attach(self.runtime)
+        core = Core(self.plan, self.life, self.fate, self.production, self.runtime, self.sites)
+        # Bound first, so that what was assigned before the start is counted before it runs.
+        self.production.bind(core.wake, core.ledger.accept)
+        try:
             specs = self._child_specs(core)
             limit, within = self.fate.max_restarts, self.fate.restart_within
             if self._parent is None:
@@ -139,11 +160,12 @@ class Sequence:
                 self._parent.start_child(supervisor_spec(
                     self.name, specs, on_start=adopt, max_restarts=limit, within=within
                 ))
-            self.production.bind(core.wake, core.ledger.accept)
-            self._core = core
-            self._accepting = True
-            _log.debug("sequence_started", sites=self.sites, runtime=self.runtime.name)
-        return self
+        except BaseException:
+            self.production.bind(None)
+            raise
+        self._core = core
+        self._accepting = True
+        _log.debug("sequence_started", sites=self.sites, runtime=self.runtime.name)
 
     def _child_specs(self, core: Core) -> list[ChildSpec]:
         def site_spec(index: int) -> ChildSpec:

@@ -161,5 +161,6 @@ class Site(pykka.Actor):
             core.production.ack(finished)
         if cancelled:
             core.hand_back(cancelled)
-        ledger.end(completed=completed, dead=dead)
+        # The dispatcher hears first, so that whoever join()s sees settled figures.
         core.tell_dispatcher(Done(index, ran, failed, time.perf_counter() - started_at))
+        ledger.end(completed=completed, dead=dead)

@@ -69,7 +69,8 @@ def make_sequence(make_life: Callable[..., Life]) -> Iterator[Callable[..., Sequ
     sequences: list[Sequence] = []
 
     def make(plan: Plan, *args: Any, start: bool = True, **kwargs: Any) -> Sequence:
-        if "fate" not in kwargs and "life" not in kwargs and len(args) < 5:
+        life_given = kwargs.get("life") is not None or (len(args) >= 2 and args[1] is not None)
+        if "fate" not in kwargs and len(args) < 5 and not life_given:
             kwargs["fate"] = Fate()
         sequence = Sequence(plan, *args, **kwargs)
         sequences.append(sequence)
@@ -81,7 +82,8 @@ def make_sequence(make_life: Callable[..., Life]) -> Iterator[Callable[..., Sequ
     for sequence in sequences:
         assert sequence.supervisor is None or not sequence.supervisor.is_alive()
     left = [
-        ref for ref in pykka.ActorRegistry.get_all()
+        ref
+        for ref in pykka.ActorRegistry.get_all()
         if ref not in existing and issubclass(ref.actor_class, (Site, Dispatcher))
     ]
     assert not left, f"actors still running after shutdown: {left}"

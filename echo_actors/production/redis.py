@@ -105,8 +105,9 @@ class RedisStats(msgspec.Struct, frozen=True):
 _DEAD_ENCODER = msgspec.msgpack.Encoder()
 _DEAD_DECODER = msgspec.msgpack.Decoder(StoredDeadLetter)
 
-# KEYS[1]=delayed, KEYS[2]=stream; ARGV[1]=now cap, ARGV[2]=limit.
-# Moves due actions back to the stream; atomic, so no action is moved twice.
+# KEYS[1]=delayed, KEYS[2]=stream; ARGV[1]=most to move. Moves due actions (server
+# clock) back to the stream; atomic, so no action is moved twice. Returns
+# {moved, next due score or '', server time}.
 _MOVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -180,15 +181,16 @@ return n
 
 # KEYS[1]=dead, KEYS[2]=stream; ARGV pairs (dead entry id, payload). Requeues
 # dead letters; the XDEL check means two requeuers never both requeue one.
+# Returns the dead entry ids requeued.
 _REQUEUE = """
-local n = 0
+local done = {}
 for i = 1, #ARGV, 2 do
   if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
     redis.call('XADD', KEYS[2], '*', 'a', ARGV[i + 1], 'w', '1')
-    n = n + 1
+    done[#done + 1] = ARGV[i]
   end
 end
-return n
+return done
 """
 
 # KEYS[1]=stream; ARGV[1]=group, ARGV[2]=consumer. Leaves the group only with
@@ -209,9 +211,12 @@ def _entries(response: Any) -> list[tuple[Any, Any]]:
     if not response:
         return []
     if isinstance(response, dict):
-        groups: Iterable[Any] = response.values()
-        return [tuple(entry) for value in groups for entry in value]  # type: ignore[misc]
-    return [tuple(entry) for _, entries in response for entry in entries]  # type: ignore[misc]
+        out: list[tuple[Any, Any]] = []
+        for value in response.values():
+            wrapped = bool(value) and isinstance(value[0], list)  # redis-py's RESP3 shape
+            out.extend(tuple(entry) for entry in (value[0] if wrapped else value))
+        return out
+    return [tuple(entry) for _, entries in response for entry in entries]
 
 
 def _default_consumer() -> str:
@@ -271,7 +276,7 @@ class RedisProduction(Production):
         self._owns_client = isinstance(url_or_client, str)
         # Any: redis-py's own types mix sync and async replies.
         self._client: Any = (
-            redis.Redis.from_url(url_or_client) if isinstance(url_or_client, str)
+            redis.Redis.from_url(url_or_client, protocol=2) if isinstance(url_or_client, str)
             else url_or_client
         )
         self.stream = stream
@@ -315,12 +320,20 @@ class RedisProduction(Production):
         self._out_ids: list[str] = []
         self._out_letters: list[StoredDeadLetter] = []
         self._out_ready = threading.Event()
+        self._written = threading.Condition(self._out_lock)
+        self._writing = False
         self._writer: threading.Thread | None = None
         self._closed = False
 
     # Submitting (any process)
 
-    def _payload(self, action: Action) -> bytes:
+    def encode(self, action: Action) -> bytes:
+        """The bytes :meth:`assign` adds for ``action``.
+
+        Raises:
+            TypeError: ``action`` is not an Action.
+            ValueError: it encodes to more than ``Fate.max_action_bytes``.
+        """
         if not isinstance(action, Action):
             raise TypeError(f"expected an Action, got {type(action).__name__}")
         payload = action.encode("msgpack")
@@ -347,7 +360,7 @@ class RedisProduction(Production):
             TypeError: one is not an Action (nothing is added).
             ValueError: one is too large (nothing is added).
         """
-        items = [(action.delay, self._payload(action)) for action in actions]
+        items = [(action.delay, self.encode(action)) for action in actions]
         ids: list[str] = []
         for start in range(0, len(items), _CHUNK):
             chunk = items[start : start + _CHUNK]
@@ -525,6 +538,8 @@ class RedisProduction(Production):
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        if self._consuming:  # join now (a blocked read does not create the consumer)
+            self._client.xgroup_createconsumer(self.stream, self.group, self.consumer)
         self._group_ready = True
 
     def _fetch_loop(self) -> None:
@@ -555,8 +570,10 @@ class RedisProduction(Production):
                         continue
                     room = self.read_ahead - len(self._held)
                 if now >= next_claim:
-                    next_claim = now + claim_every
-                    if self._claim(min(room, self.batch)):
+                    want = min(room, self.batch)
+                    claimed = self._claim(want)
+                    next_claim = now if claimed >= want else now + claim_every
+                    if claimed:
                         continue
                 self._read(min(room, self.batch), wait)
                 backoff = 0.0
@@ -594,8 +611,8 @@ class RedisProduction(Production):
             self._touch(keys=[self.stream],
                         args=[self.group, self.consumer, *held[start : start + _CHUNK]])
 
-    def _claim(self, count: int) -> bool:
-        """Claim entries idle past the visibility timeout; True if some were claimed."""
+    def _claim(self, count: int) -> int:
+        """Claim entries idle past the visibility timeout; returns how many."""
         reply = self._client.xautoclaim(
             self.stream, self.group, self.consumer,
             min_idle_time=int(self.visibility_timeout * 1000),
@@ -605,7 +622,7 @@ class RedisProduction(Production):
         self._claim_cursor = "0-0" if _text(cursor) == "0-0" else cursor
         entries = [(i, f) for i, f in entries if f is not None]
         if not entries:
-            return False
+            return 0
         pipe = self._client.pipeline(transaction=False)
         for entry_id, _ in entries:
             pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
@@ -618,8 +635,8 @@ class RedisProduction(Production):
         ]
         self.counts["claimed"] += len(fresh)
         self._log.info("entries_claimed", count=len(fresh))
-        self._deliver([entry for entry, _ in fresh], [count for _, count in fresh])
-        return True
+        self._deliver([entry for entry, _ in fresh], [n for _, n in fresh])
+        return len(entries)
 
     def _read(self, count: int, wait: float) -> None:
         block = int(wait * 1000)
@@ -714,18 +731,24 @@ class RedisProduction(Production):
             with self._out_lock:
                 ids, self._out_ids = self._out_ids, []
                 letters, self._out_letters = self._out_letters, []
-            if ids or letters:
-                try:
+                self._writing = True
+            try:
+                if ids or letters:
                     self._write(ids, letters)
-                except redis.RedisError as exc:
-                    self._log.warning("ack_failed", count=len(ids), error=str(exc))
-                    with self._out_lock:  # try again on the next round
-                        self._out_ids[:0] = ids
-                        self._out_letters[:0] = letters
-                    if self._stop.wait(0.1):
-                        return
-                    self._out_ready.set()
-                    continue
+            except redis.RedisError as exc:
+                self._log.warning("ack_failed", count=len(ids), error=str(exc))
+                with self._out_lock:  # try again on the next round
+                    self._out_ids[:0] = ids
+                    self._out_letters[:0] = letters
+                    self._writing = False
+                    self._written.notify_all()
+                if self._stop.wait(0.1):
+                    return
+                self._out_ready.set()
+                continue
+            with self._out_lock:
+                self._writing = False
+                self._written.notify_all()
             if self._stop.is_set():
                 with self._out_lock:
                     if not self._out_ids and not self._out_letters:
@@ -753,21 +776,18 @@ class RedisProduction(Production):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until queued acknowledgements are written; False if ``timeout`` ran out."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        done = threading.Event()
-        while True:
+        if self._writer is None or not self._writer.is_alive():
             with self._out_lock:
-                if not self._out_ids and not self._out_letters:
-                    break
-            if self._writer is None or not self._writer.is_alive():
-                ids, letters = self._out_ids, self._out_letters
-                self._out_ids, self._out_letters = [], []
+                ids, self._out_ids = self._out_ids, []
+                letters, self._out_letters = self._out_letters, []
+            if ids or letters:
                 self._write(ids, letters)
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            done.wait(0.005)  # the writer swaps and writes in one round trip
-        return True
+            return True
+        self._out_ready.set()
+        with self._written:
+            return self._written.wait_for(
+                lambda: not (self._out_ids or self._out_letters or self._writing), timeout
+            )
 
     def close(self) -> None:
         """Stop reading, give back what was read and not started, flush acks, leave the group.
@@ -791,7 +811,10 @@ class RedisProduction(Production):
         self._out_ready.set()
         if self._writer is not None:
             self._writer.join()
-        self.flush()
+        try:
+            self.flush()
+        except redis.RedisError as exc:  # unacknowledged entries are redelivered later
+            self._log.warning("ack_failed", error=str(exc))
         if self._held:
             self._log.warning("closed_with_pending", count=len(self._held))
         elif self._group_ready:
@@ -849,7 +872,8 @@ class RedisProduction(Production):
         """Put dead letters back on the stream (all, or those with these action or entry ids).
 
         Attempts start again at 1. Dead letters that never decoded cannot be
-        requeued and stay. Returns the letters requeued.
+        requeued and stay. Returns the letters requeued (by this call: when two
+        requeue at once, each letter is requeued by one of them).
         """
         wanted = None if ids is None else set(ids)
         chosen = [
@@ -865,8 +889,9 @@ class RedisProduction(Production):
             for letter in chunk:
                 assert letter.action is not None
                 args.extend((letter.entry_id, letter.action.replace(attempt=1).encode("msgpack")))
-            self._requeue(keys=[self.dead_key, self.stream], args=args)
-            done.extend(chunk)
+            requeued = {_text(i) for i in self._requeue(keys=[self.dead_key, self.stream],
+                                                        args=args)}
+            done.extend(letter for letter in chunk if letter.entry_id in requeued)
         return done
 
     def __repr__(self) -> str:
