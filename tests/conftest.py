@@ -25,8 +25,6 @@ LIMIT = 10.0
 @pytest.fixture(params=["thread", "gevent"], ids=["thread", "gevent"])
 def runtime(request: pytest.FixtureRequest) -> str:
     """The name of the runtime a behavioural test runs on."""
-    if request.param == "gevent":
-        pytest.importorskip("gevent")
     name: str = request.param
     return name
 

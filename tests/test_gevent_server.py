@@ -23,13 +23,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
-import pytest
-
-pytest.importorskip("gevent")  # the optional extra: echo_actors[gevent]
-
 import gevent
 import gevent.socket
 import msgspec
+import pytest
 from gevent.pywsgi import WSGIServer
 
 from echo_actors import Action, Fate, Sequence
@@ -263,11 +260,15 @@ def test_accepted_without_wait_and_wait_timeout(served: Served) -> None:
 
 def test_importing_the_example_patches_nothing() -> None:
     """Importing the example (as these tests do) leaves the standard library unpatched."""
-    import gevent.monkey  # noqa: PLC0415 - only this test looks
-
-    if gevent.monkey.is_anything_patched():
-        pytest.skip("this process was monkey-patched on purpose (tests/run_patched.py)")
-    assert not gevent.monkey.is_module_patched("socket")
+    check = (
+        "import runpy, gevent.monkey; "
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='imported'); "
+        "print(gevent.monkey.is_anything_patched())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == "False"
     assert callable(example.main)
 
 

@@ -14,14 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytest.importorskip("gevent")  # the optional extra: echo_actors[gevent]
-
 import gevent
 import gevent.event
 import gevent.queue
 import pykka
+import pytest
 import structlog.testing
 
 from echo_actors.runtime import bind_actor, get_runtime
