@@ -12,6 +12,7 @@ sends them to it. Actions marked ``ordered`` are never stolen.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher", "SiteStats"]
 
 _log = structlog.get_logger("echo_actors.dispatcher")
+
+_SCAN = 16
+"""Up to this many Sites, a thief looks at every queue; beyond, at a random sample of this many."""
 
 
 class SiteStats(msgspec.Struct, frozen=True):
@@ -62,6 +66,8 @@ class Dispatcher(pykka.Actor):
         self._steal = core.fate.steal
         self._halted = core.cancelling
         self._idle: set[Slot] = set()
+        self._random = random.Random()
+        self._alive = sum(slot.alive for slot in self._slots)
 
     def on_start(self) -> None:
         # From now on Sites and the production tell this dispatcher; what they told a
@@ -81,9 +87,13 @@ class Dispatcher(pykka.Actor):
             self._pump()
         elif isinstance(message, SiteStarted):
             slot = self._slots[message.site]
-            if message.ref.is_alive():
+            if message.ref.is_alive() and not self._halted:
+                if not slot.alive:
+                    self._alive += 1
                 slot.ref, slot.alive = message.ref, True
-                self._pump()
+                self._feed(slot, self._share())
+                if not slot.inflight:
+                    self._idle.add(slot)
         elif isinstance(message, SiteExited):
             self._site_exited(message)
         elif isinstance(message, StatsRequest):
@@ -118,7 +128,7 @@ class Dispatcher(pykka.Actor):
         if not alive:
             return
         alive.sort(key=Slot.depth)
-        share = max(1, min(self._window, -(-self._production.pending() // len(alive))))
+        share = self._share()
         for slot in alive:
             self._feed(slot, share, steal=False)
         idle = [slot for slot in alive if not slot.inflight]
@@ -126,6 +136,11 @@ class Dispatcher(pykka.Actor):
         if idle and self._steal and max(slot.depth() for slot in alive) > 1:
             for slot in idle:  # routing may have queued keyed work behind busy Sites
                 self._feed(slot, self._window)
+
+    def _share(self) -> int:
+        """How much one Site may take of what waits: an even share, within its window."""
+        pending = self._production.pending()
+        return max(1, min(self._window, -(-pending // max(1, self._alive))))
 
     def _feed(self, slot: Slot, limit: int, *, steal: bool = True) -> None:
         """Send ``slot`` up to ``limit`` tickets: its backlog, then new work, then stolen."""
@@ -159,8 +174,15 @@ class Dispatcher(pykka.Actor):
             if not target.inflight:
                 self._feed(target, self._window)
 
+    def _victim(self) -> Slot:
+        """The deepest queue: of all Sites when they are few, else of a random sample."""
+        slots = self._slots
+        if len(slots) > _SCAN:
+            slots = self._random.sample(slots, _SCAN)
+        return max(slots, key=Slot.depth)
+
     def _steal_for(self, thief: Slot, free: int) -> list[Ticket]:
-        victim = max(self._slots, key=Slot.depth)
+        victim = self._victim()
         if victim is thief or victim.depth() < 2:
             return []
         want = min(free, max(1, victim.depth() // 2))
@@ -204,6 +226,8 @@ class Dispatcher(pykka.Actor):
         if not slot.alive:
             return
         slot.alive = False
+        self._alive -= 1
+        self._idle.discard(slot)
         slot.restarts += 1
         back: list[Ticket] = []
         with slot.lock:
