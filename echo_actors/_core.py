@@ -127,6 +127,7 @@ class Core:
 
     def _wait(self, delay: float, ticket: Ticket) -> None:
         if self.production.defer(ticket, delay):
+            self.ledger.hand_off()
             return
         with self._lock:
             if not self.cancelling:
@@ -172,13 +173,17 @@ class Core:
             self.ledger.count("retried")
             self._wait(delay, self._again(ticket))
             return 0
-        self.ledger.dead_letter(ticket, exc)
-        self.production.ack([ticket])
+        self._bury(ticket, exc)
         _log.warning(
             "action_dead_lettered", action_id=action.id, name=action.name, site=site,
             attempt=action.attempt, kind=exc.kind, error=str(exc),
         )
         return 1
+
+    def _bury(self, ticket: Ticket, exc: EchoError) -> None:
+        production = self.production
+        keep = not production.stores_dead_letters
+        production.bury(ticket, self.ledger.dead_letter(ticket, exc, keep=keep))
 
     def crashed(self, ticket: Ticket, site: int) -> None:
         """``ticket`` was running on Site ``site`` when it crashed: count the attempt, requeue."""
@@ -188,7 +193,7 @@ class Core:
             self.ledger.count("crash_requeued")
             self.put(self._again(ticket))
             return
-        self.ledger.dead_letter(ticket, CrashError(f"Site {site} crashed running {action.name}"))
+        self._bury(ticket, CrashError(f"Site {site} crashed running {action.name}"))
         self.ledger.end(dead=1)
 
     def chain(self, action: Action, result: Any) -> None:

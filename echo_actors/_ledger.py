@@ -39,6 +39,14 @@ class Ledger:
             if self.idle.is_set():
                 self.idle.clear()
 
+    def hand_off(self, n: int = 1) -> None:
+        """``n`` accepted actions were handed to a durable store: no longer ours to end."""
+        with self._lock:
+            self.counts["deferred"] += n
+            self.outstanding -= n
+            if self.outstanding <= 0:
+                self.idle.set()
+
     def count(self, outcome: str, n: int = 1) -> None:
         """Count something that is not an ending (e.g. a retry)."""
         with self._lock:
@@ -54,8 +62,8 @@ class Ledger:
             if self.outstanding <= 0:
                 self.idle.set()
 
-    def dead_letter(self, ticket: Ticket, exc: BaseException) -> DeadLetter:
-        """Keep ``ticket`` as a dead letter and fail its future with ``exc``."""
+    def dead_letter(self, ticket: Ticket, exc: BaseException, *, keep: bool = True) -> DeadLetter:
+        """Make ``ticket`` a dead letter (kept here if ``keep``); fail its future with ``exc``."""
         action = ticket.action
         letter = DeadLetter(
             action=action,
@@ -65,8 +73,9 @@ class Ledger:
             first_at=action.created_at,
             failed_at=time.time(),
         )
-        with self._lock:
-            self._dead.append(letter)
+        if keep:
+            with self._lock:
+                self._dead.append(letter)
         if ticket.future is not None:
             ticket.future.set_exception((type(exc), exc, exc.__traceback__))
         return letter

@@ -32,7 +32,7 @@ from echo_actors.errors import DecodeError
 from echo_actors.fate import Fate
 from echo_actors.plan import Plan
 from echo_actors.sequence import Sequence
-from echo_actors.worker import add_redis_commands
+from echo_actors.worker import add_redis_commands, prepare
 
 __all__ = ["load_plan", "main"]
 
@@ -185,6 +185,7 @@ def main(argv: Seq[str] | None = None) -> int:
 
 
 def _redis_command(handler: Any, args: argparse.Namespace) -> int:
+    prepare(args)  # a gevent worker patches the process before redis is imported
     try:
         from redis import RedisError  # noqa: PLC0415 - redis is an optional dependency
     except ImportError:

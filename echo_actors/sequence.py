@@ -229,6 +229,7 @@ class Sequence:
                 self._stopped.set()
                 return list(self._handed_back)
             self._accepting = False
+        self.production.pause()
         if not (drain and core.ledger.idle.wait(timeout)):
             core.start_cancelling()
             assert core.dispatcher is not None

@@ -29,6 +29,7 @@ __all__ = [
     "REDIS_URL_ENV",
     "add_redis_commands",
     "dead_letters",
+    "prepare",
     "redis_url",
     "stats",
     "submit",
@@ -69,6 +70,23 @@ def _production(args: argparse.Namespace, fate: Fate, **options: Any) -> Any:
 # worker
 
 
+def _runtime(args: argparse.Namespace) -> str:
+    return str(getattr(args, "runtime", None) or os.environ.get("ECHO_RUNTIME") or "thread")
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Monkey-patch the process for a gevent worker, before redis (and ssl) are imported.
+
+    Then the production's fetcher and writer threads, and redis-py's sockets,
+    cooperate with the gevent hub the actors run on.
+    """
+    if args.command == "worker" and _runtime(args) == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - only for the gevent runtime
+
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all()
+
+
 def worker(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Run a Sequence on a RedisProduction until SIGTERM/SIGINT; then stop cleanly.
 
@@ -77,11 +95,8 @@ def worker(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     them and exits 0. A second signal exits at once (what was running is
     redelivered to other workers after the visibility timeout).
     """
-    runtime = args.runtime or os.environ.get("ECHO_RUNTIME") or "thread"
-    if runtime == "gevent":
-        from gevent import monkey  # noqa: PLC0415 - only for the gevent runtime
-
-        monkey.patch_all()
+    runtime = _runtime(args)
+    prepare(args)
     from echo_actors.cli import load_plan  # noqa: PLC0415 - cli imports this module
     from echo_actors.sequence import Sequence  # noqa: PLC0415 - after monkey-patching
 
@@ -102,8 +117,12 @@ def worker(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     for signum in signals:
         signal.signal(signum, request_stop)
-    sequence = Sequence(plan, production=production, fate=fate)
     started = time.perf_counter()
+    try:
+        sequence = Sequence(plan, production=production, fate=fate)
+    except BaseException:
+        production.close()
+        raise
     try:
         sequence.start()
         print(f"echo-actors worker {production.consumer}: reading {production.stream} "
@@ -259,9 +278,10 @@ def add_redis_commands(commands: Any) -> None:
     run.add_argument("--sites", type=int, help="number of Sites (default: Fate's)")
     run.add_argument("--runtime", choices=["thread", "gevent"], help="actor runtime")
     run.add_argument("--consumer", help="consumer name (default: HOST-PID)")
-    run.add_argument("--batch", type=int, default=256, help="entries per read (default: 256)")
-    run.add_argument("--read-ahead", type=int, default=1024,
-                     help="most unacknowledged actions held (default: 1024)")
+    run.add_argument("--batch", type=int, default=128, help="entries per read (default: 128)")
+    run.add_argument("--read-ahead", type=int, default=256,
+                     help="most unacknowledged actions this worker holds; lower it for long "
+                     "actions, so that idle workers get them (default: 256)")
     run.add_argument("--visibility-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="idle time before others claim a silent worker's entries (default: 30)")
     run.add_argument("--grace", type=float, metavar="SECONDS",

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
+from echo_actors.dead_letter import DeadLetter
 
 __all__ = ["Production"]
 
@@ -30,7 +31,10 @@ class Production:
     """
 
     acknowledges: ClassVar[bool] = False
-    """Whether Sites must call :meth:`ack` for every ended ticket (durable productions)."""
+    """Whether Sites must call :meth:`ack` for every completed ticket (durable productions)."""
+
+    stores_dead_letters: ClassVar[bool] = False
+    """Whether :meth:`bury` keeps dead letters (then the Sequence keeps none in memory)."""
 
     def __init__(self, name: str = "default") -> None:
         self.name = name
@@ -126,6 +130,13 @@ class Production:
 
     def ack(self, tickets: list[Ticket]) -> None:
         """Tickets that ended, completed or dead-lettered (durable productions override)."""
+
+    def bury(self, ticket: Ticket, letter: DeadLetter) -> None:
+        """``ticket`` ended as dead letter ``letter`` (durable productions store it)."""
+        self.ack([ticket])
+
+    def pause(self) -> None:
+        """Stop taking new work from the store (a draining shutdown; durable productions)."""
 
     def defer(self, ticket: Ticket, delay: float) -> bool:
         """Hold ``ticket`` for ``delay`` seconds (a delay or a retry backoff) in the store.

@@ -43,7 +43,6 @@ import msgspec
 import redis
 import structlog
 
-from echo_actors._ledger import Ledger
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.dead_letter import DeadLetter
@@ -248,6 +247,7 @@ class RedisProduction(Production):
     """
 
     acknowledges: ClassVar[bool] = True
+    stores_dead_letters: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -258,8 +258,8 @@ class RedisProduction(Production):
         *,
         name: str | None = None,
         fate: Fate | None = None,
-        batch: int = 256,
-        read_ahead: int = 1024,
+        batch: int = 128,
+        read_ahead: int = 256,
         block: float = 0.1,
         visibility_timeout: float = 30.0,
         delay_poll: float = 0.05,
@@ -294,7 +294,9 @@ class RedisProduction(Production):
         self.delete_acked = delete_acked
         self.dead_maxlen = dead_maxlen
         self.counts: Counter[str] = Counter()
-        """Running totals: fetched, claimed, acked, dead_lettered, deferred, released, moved."""
+        """Running totals: fetched, claimed, acked, dead_lettered, deferred, released, moved,
+        parked, heartbeats and claim_scans (rounds of those two)."""
+        self._counts_lock = threading.Lock()
         client = self._client
         self._move = client.register_script(_MOVE)
         self._park = client.register_script(_PARK)
@@ -306,7 +308,6 @@ class RedisProduction(Production):
         # Consumer state: _gate orders deliveries against bind/pause/hand_back.
         self._gate = threading.Lock()
         self._consuming = False
-        self._ledger: Ledger | None = None
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
         self._room = threading.Event()
@@ -384,21 +385,23 @@ class RedisProduction(Production):
     def bind(
         self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None
     ) -> None:
-        """Attach a Sequence and start reading the stream (None detaches and stops reading)."""
+        """Attach a Sequence and start reading the stream (None detaches and stops reading).
+
+        Raises:
+            RuntimeError: another Sequence is attached, or the production is closed.
+            redis.RedisError: the group could not be joined (nothing is attached).
+        """
+        if wake is not None:
+            if self._closed:
+                raise RuntimeError(f"production {self.name!r} is closed")
+            self._ensure_group(join=True)
         with self._gate:
             super().bind(wake, accept)
             if wake is None:
                 self._consuming = False
-                self._ledger = None
                 self._active.clear()
                 return
-            if self._closed:
-                super().bind(None)
-                raise RuntimeError(f"production {self.name!r} is closed")
-            owner = getattr(accept, "__self__", None)
-            self._ledger = owner if isinstance(owner, Ledger) else None
             self._consuming = True
-        self._ensure_group()
         self._start_threads()
         self._active.set()
 
@@ -414,9 +417,14 @@ class RedisProduction(Production):
         return super().hand_back()
 
     def ack(self, tickets: list[Ticket]) -> None:
-        """Queue the entries of ended tickets for XACK; dead-lettered ones go to the dead stream."""
-        ledger = self._ledger
-        letters = ledger.take_dead({t.action.id for t in tickets}) if ledger is not None else []
+        """Queue the entries of completed tickets for XACK (batched by the writer thread)."""
+        self._settle(tickets, [])
+
+    def bury(self, ticket: Ticket, letter: DeadLetter) -> None:
+        """``ticket`` became dead letter ``letter``: to the dead stream, and XACK its entry."""
+        self._settle([ticket], [letter])
+
+    def _settle(self, tickets: list[Ticket], letters: list[DeadLetter]) -> None:
         receipts = [t.receipt for t in tickets if t.receipt is not None]
         stored = [self._stored(letter, tickets) for letter in letters]
         if not receipts and not stored:
@@ -458,9 +466,8 @@ class RedisProduction(Production):
         except redis.RedisError as exc:
             self._log.warning("defer_failed", action_id=ticket.action.id, error=str(exc))
             return False
-        self.counts["deferred"] += 1
+        self._count("deferred", 1)
         self._forget([receipt] if receipt else [])
-        self._hand_off(1)
         return True
 
     def release(self, tickets: list[Ticket]) -> None:
@@ -480,7 +487,7 @@ class RedisProduction(Production):
             self._release_args(args)
         except redis.RedisError as exc:  # they stay pending: claimed after the timeout
             self._log.warning("release_failed", count=len(give), error=str(exc))
-        self.counts["released"] += len(give)
+        self._count("released", len(give))
         self._forget([t.receipt for t in give if t.receipt is not None])
 
     def _release_args(self, args: list[Any]) -> None:
@@ -499,17 +506,9 @@ class RedisProduction(Production):
         if room >= self._low_water():
             self._room.set()
 
-    def _hand_off(self, n: int) -> None:
-        """``n`` accepted tickets left this process for Redis: they end here, not done.
-
-        Uses the Ledger's public methods (accept(-n), then end() to set idle at
-        zero) until the Sequence core counts hand-offs itself.
-        """
-        ledger = self._ledger
-        if ledger is not None:
-            ledger.accept(-n)
-            ledger.count("deferred", n)
-            ledger.end()
+    def _count(self, name: str, n: int) -> None:
+        with self._counts_lock:
+            self.counts[name] += n
 
     def _low_water(self) -> int:
         return max(1, min(self.batch, self.read_ahead // 4))
@@ -532,13 +531,13 @@ class RedisProduction(Production):
             )
             self._writer.start()
 
-    def _ensure_group(self) -> None:
+    def _ensure_group(self, join: bool) -> None:
         try:
             self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        if self._consuming:  # join now (a blocked read does not create the consumer)
+        if join:  # now: a blocked read that returns nothing does not create the consumer
             self._client.xgroup_createconsumer(self.stream, self.group, self.consumer)
         self._group_ready = True
 
@@ -580,7 +579,7 @@ class RedisProduction(Production):
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     self._log.warning("group_missing", error=str(exc))
-                    self._ensure_group()
+                    self._ensure_group(join=True)
                     continue
                 backoff = self._failed(exc, backoff)
             except redis.RedisError as exc:
@@ -598,7 +597,7 @@ class RedisProduction(Production):
             keys=[self.delayed_key, self.stream], args=[_CHUNK]
         )
         if moved:
-            self.counts["moved"] += int(moved)
+            self._count("moved", int(moved))
             return 0.0
         if not next_due:
             return float("inf")
@@ -607,12 +606,14 @@ class RedisProduction(Production):
     def _touch_held(self) -> None:
         with self._held_lock:
             held = list(self._held)
+        self._count("heartbeats", 1)
         for start in range(0, len(held), _CHUNK):
             self._touch(keys=[self.stream],
                         args=[self.group, self.consumer, *held[start : start + _CHUNK]])
 
     def _claim(self, count: int) -> int:
         """Claim entries idle past the visibility timeout; returns how many."""
+        self._count("claim_scans", 1)
         reply = self._client.xautoclaim(
             self.stream, self.group, self.consumer,
             min_idle_time=int(self.visibility_timeout * 1000),
@@ -633,7 +634,7 @@ class RedisProduction(Production):
             (entry, count) for entry, count in zip(entries, deliveries, strict=True)
             if _text(entry[0]) not in held
         ]
-        self.counts["claimed"] += len(fresh)
+        self._count("claimed", len(fresh))
         self._log.info("entries_claimed", count=len(fresh))
         self._deliver([entry for entry, _ in fresh], [n for _, n in fresh])
         return len(entries)
@@ -691,14 +692,14 @@ class RedisProduction(Production):
         if parked:
             self._park(keys=[self.delayed_key, self.stream],
                        args=[self.group, "1" if self.delete_acked else "0", *parked])
-            self.counts["parked"] += len(parked) // 3
+            self._count("parked", len(parked) // 3)
         if not tickets:
             return
         with self._gate:
             if self._consuming:
                 with self._held_lock:
                     self._held.update(t.receipt for t in tickets)
-                self.counts["fetched"] += len(tickets)
+                self._count("fetched", len(tickets))
                 if self._accept is not None:
                     self._accept(len(tickets))
                 self.put_many(tickets)
@@ -771,8 +772,8 @@ class RedisProduction(Production):
             if self.delete_acked:
                 pipe.xdel(self.stream, *chunk)
         pipe.execute()
-        self.counts["acked"] += len(ids)
-        self.counts["dead_lettered"] += len(letters)
+        self._count("acked", len(ids))
+        self._count("dead_lettered", len(letters))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until queued acknowledgements are written; False if ``timeout`` ran out."""

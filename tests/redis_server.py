@@ -1,0 +1,130 @@
+# SPDX-License-Identifier: MIT
+"""A throwaway redis-server on a free loopback port, for the Redis tests and benchmarks.
+
+``RedisServer`` starts Debian's ``redis-server`` (no persistence, a temporary
+directory) and stops it; ``redis_server`` is the session-scoped pytest fixture
+that yields its URL. Without ``redis-server`` on PATH the fixture fails (never
+skips): install it with ``apt-get install -y redis-server``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+
+import redis
+
+__all__ = ["RedisServer", "redis_server"]
+
+INSTALL_HINT = (
+    "redis-server is not installed (or not on PATH); the Redis tests need it: "
+    "apt-get update -qq && apt-get install -y -qq redis-server"
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One redis-server process on 127.0.0.1, without persistence; ``url`` once started."""
+
+    def __init__(self, start_timeout: float = 10.0) -> None:
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's ``redis://`` URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start the server and wait (bounded) until it answers PING.
+
+        Raises:
+            FileNotFoundError: redis-server is not installed.
+            RuntimeError: it did not start (three ports tried).
+        """
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError(INSTALL_HINT)
+        self._dir = tempfile.TemporaryDirectory(prefix="echo-redis-")
+        for _ in range(3):  # a free port can be taken between the check and the bind
+            self.port = _free_port()
+            self.process = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self._dir.name, "--daemonize", "no",
+                 "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            if self._wait_ready():
+                return self
+            self._kill()
+        self.stop()
+        raise RuntimeError("redis-server did not start on a free loopback port")
+
+    def _wait_ready(self) -> bool:
+        """Poll PING (a bounded wait on another process) until it answers or the server exits."""
+        assert self.process is not None
+        deadline = time.monotonic() + self.start_timeout
+        pause = threading.Event()
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        try:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                with contextlib.suppress(redis.ConnectionError):
+                    if client.ping():
+                        return True
+                pause.wait(0.02)
+            return False
+        finally:
+            client.close()
+
+    def _kill(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        self._kill()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+try:
+    import pytest
+except ImportError:  # the benchmarks use RedisServer without pytest
+    pass
+else:
+
+    @pytest.fixture(scope="session")
+    def redis_server() -> Iterator[str]:
+        """The URL of a redis-server started for this test session (killed after it)."""
+        if shutil.which("redis-server") is None:
+            pytest.fail(INSTALL_HINT, pytrace=False)
+        with RedisServer() as server:
+            yield server.url

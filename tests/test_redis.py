@@ -1,0 +1,495 @@
+# SPDX-License-Identifier: MIT
+"""RedisProduction and the Redis commands, against a redis-server started for the session.
+
+Waits on other processes poll Redis in bounded loops (``wait_until``); waits
+inside this process use events set by the plan functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+from redis_server import redis_server
+
+from echo_actors import Action, Fate, Plan, Signature, sign, verify
+from echo_actors.production.redis import RedisProduction
+
+__all__ = ["redis_server"]  # the session fixture, used by name
+
+LIMIT = 20.0
+"""Seconds any wait on Redis or a worker may take before it counts as a failure."""
+
+WORKER_PLAN = textwrap.dedent('''
+    import os
+    import time
+
+    import redis
+
+    from echo_actors import Plan, Signature
+
+    _redis = redis.Redis.from_url(os.environ["ECHO_REDIS_URL"])
+    _key = os.environ["TEST_KEY"]
+
+
+    def record(n: int) -> int:
+        time.sleep(0.001)  # a little work, so that a run lasts long enough to kill a worker
+        _redis.rpush(_key + ":executed", n)
+        return n
+
+
+    def slow(n: int) -> int:
+        _redis.rpush(_key + ":started", n)
+        time.sleep(0.3)
+        _redis.rpush(_key + ":finished", n)
+        return n
+
+
+    plan = (
+        Plan()
+        .with_signature(Signature("Record", int)).with_function("Record", record)
+        .with_signature(Signature("Slow", int)).with_function("Slow", slow)
+    )
+''')
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = LIMIT) -> None:
+    """Poll ``predicate`` (state held by Redis or another process) until true, bounded."""
+    pause = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        pause.wait(0.05)
+
+
+def group_pending(client: redis.Redis, stream: str, consumer: str | None = None) -> int:
+    """Unacknowledged entries of the group (of one consumer when given)."""
+    summary: Any = client.xpending(stream, "echo")
+    if consumer is None:
+        return int(summary["pending"])
+    return sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == consumer.encode())
+
+
+@pytest.fixture
+def client(redis_server: str) -> Iterator[redis.Redis]:
+    """A client of the session's server, closed after the test."""
+    connection = redis.Redis.from_url(redis_server)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def stream() -> str:
+    """A stream name of this test's own, so tests share the server without sharing keys."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def productions(redis_server: str, stream: str) -> Iterator[Callable[..., RedisProduction]]:
+    """Make RedisProductions on the test's stream; every one is closed after the test."""
+    made: list[RedisProduction] = []
+
+    def make(**options: Any) -> RedisProduction:
+        options.setdefault("fate", Fate())
+        production = RedisProduction(redis_server, stream=stream, **options)
+        made.append(production)
+        return production
+
+    yield make
+    for production in reversed(made):
+        production.close()
+
+
+class Recorder:
+    """Plan functions' side: what ran, and an event set once ``expected`` results are in."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.results: list[Any] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def __call__(self, content: Any) -> Any:
+        with self.lock:
+            self.results.append(content)
+            if len(self.results) >= self.expected:
+                self.done.set()
+        return content
+
+
+def noop_plan(recorder: Recorder) -> Plan:
+    return Plan().with_signature(Signature("Noop")).with_function("Noop", recorder).build()
+
+
+# In-process: a Sequence on a RedisProduction
+
+
+@pytest.mark.timeout(60)
+def test_round_trip_through_a_sequence(productions, make_sequence, client, stream) -> None:
+    """Actions assigned by another production run on the Sequence and are all acknowledged."""
+    recorder = Recorder(500)
+    consumer = productions(consumer="reader")
+    make_sequence(noop_plan(recorder), consumer)
+    submitter = productions()
+    ids = submitter.assign_many([Action("Noop", i) for i in range(500)])
+    assert len(ids) == 500 and all(ids)
+    assert recorder.done.wait(LIMIT)
+    assert sorted(recorder.results) == list(range(500))
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+    wait_until(lambda: consumer.counts["acked"] == 500, "the writer's count")
+    assert group_pending(client, stream) == 0
+
+
+@pytest.mark.timeout(60)
+def test_named_production_in_life(productions, make_life, make_sequence, client, stream) -> None:
+    """A RedisProduction registered in Life (Karma) feeds the Sequence that uses it."""
+    recorder = Recorder(20)
+    life = make_life(Fate())
+    durable = productions(consumer="karma")
+    life.add_production("jobs", durable)
+    assert life.production("jobs") is durable
+    make_sequence(noop_plan(recorder), life.production("jobs"), life=life)
+    productions().assign_many([Action("Noop", i) for i in range(20)])
+    assert recorder.done.wait(LIMIT)
+    wait_until(lambda: group_pending(client, stream) == 0 and client.xlen(stream) == 0,
+               "acknowledgements")
+
+
+@pytest.mark.timeout(60)
+def test_delayed_action_waits_in_the_sorted_set(productions, make_sequence, client) -> None:
+    """An action with a delay is parked in the sorted set, then moved back and run."""
+    recorder = Recorder(1)
+    consumer = productions(consumer="delays")
+    make_sequence(noop_plan(recorder), consumer)
+    submitter = productions()
+    submitter.assign(Action("Noop", "later", delay=0.3))
+    assert client.zcard(submitter.delayed_key) == 1
+    assert recorder.done.wait(LIMIT)
+    assert recorder.results == ["later"]
+    assert client.zcard(submitter.delayed_key) == 0
+    assert consumer.counts["moved"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_retry_backoff_goes_through_the_sorted_set(productions, make_sequence, client,
+                                                    stream) -> None:
+    """A failed attempt waits its backoff in the sorted set, comes back and completes."""
+    calls: Counter[str] = Counter()
+    failed = threading.Event()
+    done = threading.Event()
+
+    def flaky(content: str) -> str:
+        calls[content] += 1
+        if calls[content] == 1:
+            failed.set()
+            raise RuntimeError("first attempt fails")
+        done.set()
+        return content
+
+    plan = Plan().with_signature(Signature("Flaky")).with_function("Flaky", flaky).build()
+    fate = Fate(backoff_base=1.0, backoff_jitter=0.0)
+    consumer = productions(consumer="retries", fate=fate)
+    sequence = make_sequence(plan, consumer, fate=fate)
+    productions().assign(Action("Flaky", "x"))
+    assert failed.wait(LIMIT)
+    wait_until(lambda: client.zcard(consumer.delayed_key) == 1, "the retry in the sorted set")
+    assert group_pending(client, stream) == 0  # its entry was acknowledged when parked
+    assert done.wait(LIMIT)
+    assert calls["x"] == 2
+    assert consumer.counts["deferred"] == 1 and consumer.counts["moved"] == 1
+    assert sequence.stats().retried == 1
+    wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
+               "acknowledgements")
+
+
+@pytest.mark.timeout(60)
+def test_running_action_is_not_claimed_past_the_visibility_timeout(
+    productions, make_sequence, client, stream,
+) -> None:
+    """The heartbeat keeps a long action's entry fresh: an idle consumer does not claim it."""
+    started, release = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    def long(content: str) -> str:
+        runs.append(content)
+        started.set()
+        release.wait(LIMIT)  # the action's work: outlast the visibility timeout
+        return content
+
+    plan = Plan().with_signature(Signature("Long")).with_function("Long", long).build()
+    busy = productions(consumer="busy", visibility_timeout=0.5)
+    make_sequence(plan, busy)
+    productions().assign(Action("Long", "once"))
+    assert started.wait(LIMIT)
+    idle = productions(consumer="idle", visibility_timeout=0.5)
+    make_sequence(plan, idle)
+    # Six heartbeats (a third of the timeout apart) span two visibility timeouts, in
+    # which the idle consumer looks for entries to claim several times.
+    scans = idle.counts["claim_scans"]
+    beats = busy.counts["heartbeats"]
+    try:
+        wait_until(lambda: busy.counts["heartbeats"] >= beats + 6
+                   and idle.counts["claim_scans"] >= scans + 6, "heartbeats and claim scans")
+        assert group_pending(client, stream, "busy") == 1
+    finally:
+        release.set()
+    wait_until(lambda: group_pending(client, stream) == 0, "the acknowledgement")
+    assert runs == ["once"] and idle.counts["claimed"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_tampered_unsigned_and_oversized_are_dead_lettered(productions, make_sequence,
+                                                          client, stream) -> None:
+    """With a license key: unsigned, tampered and oversized actions are dead-lettered."""
+    recorder = Recorder(1)
+    fate = Fate(license_keys=("secret",), max_action_bytes=4096)
+    consumer = productions(consumer="licensed", fate=fate)
+    make_sequence(noop_plan(recorder), consumer, fate=fate)
+    submitter = productions(fate=Fate(max_action_bytes=1 << 20))
+    unsigned = Action("Noop", "unsigned")
+    tampered = sign(Action("Noop", "original"), "secret").replace(content="changed")
+    oversized = sign(Action("Noop", "x" * 10_000), "secret")
+    with pytest.raises(ValueError, match="over the limit"):
+        productions(fate=fate).assign(oversized)  # the submitter's own check
+    submitter.assign_many([unsigned, tampered, oversized])
+    submitter.assign(sign(Action("Noop", "good"), "secret"))
+    assert recorder.done.wait(LIMIT)
+    assert recorder.results == ["good"]
+    wait_until(lambda: client.xlen(consumer.dead_key) == 3, "three dead letters")
+    letters = {
+        (letter.action.id if letter.action else "raw"): letter
+        for letter in consumer.dead_letters()
+    }
+    assert letters[unsigned.id].kind == "license"
+    assert letters[tampered.id].kind == "license"
+    assert letters["raw"].kind == "decode" and letters["raw"].size > 4096
+    assert "over the limit" in letters["raw"].message
+    wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
+               "acknowledgements")
+
+
+@pytest.mark.timeout(60)
+def test_dead_letters_requeue(productions, make_sequence, client, stream) -> None:
+    """A dead letter in Redis can be requeued: it runs again with its attempts reset."""
+    fails = threading.Event()
+    runs: list[int] = []
+
+    def fragile(content: Any) -> Any:
+        runs.append(1)
+        if len(runs) == 1:
+            fails.set()
+            raise ValueError("bad input")  # wrapped: retryable, but max_attempts is 1
+        return content
+
+    fate = Fate(max_attempts=1)
+    plan = Plan().with_signature(Signature("Fragile")).with_function("Fragile", fragile).build()
+    consumer = productions(consumer="requeue", fate=fate)
+    sequence = make_sequence(plan, consumer, fate=fate)
+    action = Action("Fragile", "v")
+    productions().assign(action)
+    wait_until(lambda: len(consumer.dead_letters()) == 1, "the dead letter")
+    [letter] = consumer.dead_letters()
+    assert letter.action is not None and letter.action.id == action.id
+    assert letter.kind == "execution" and letter.attempts == 1
+    assert sequence.dead_letters() == []  # kept in Redis, not in the process
+    assert [x.action.id for x in consumer.requeue([action.id]) if x.action] == [action.id]
+    wait_until(lambda: len(runs) == 2, "the requeued action to run")
+    wait_until(lambda: client.xlen(stream) == 0 and client.xlen(consumer.dead_key) == 0,
+               "the requeued action acknowledged")
+
+
+# Worker processes
+
+
+@pytest.fixture
+def worker_env(redis_server: str, stream: str, tmp_path: Path) -> dict[str, str]:
+    """Environment of worker processes: the server's URL, the test's key, no other ECHO_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
+    env.update(ECHO_REDIS_URL=redis_server, TEST_KEY=stream)
+    return env
+
+
+@pytest.fixture
+def workers(worker_env: dict[str, str], stream: str,
+            tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``echo-actors worker`` processes on the test's stream; all are killed after."""
+    plan_file = tmp_path / "worker_plan.py"
+    plan_file.write_text(WORKER_PLAN)
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start(name: str, *options: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "echo_actors", "worker", f"{plan_file}:plan",
+             "--stream", stream, "--consumer", name, *options],
+            env=worker_env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, log in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        log.close()
+
+
+def consumers(client: redis.Redis, stream: str) -> set[str]:
+    """Names of the group's consumers (a worker joins on its first read)."""
+    try:
+        rows: Any = client.xinfo_consumers(stream, "echo")
+    except redis.ResponseError:
+        return set()
+    return {row["name"].decode() for row in rows}
+
+
+def exit_code(process: subprocess.Popen[bytes], timeout: float = LIMIT) -> int:
+    """Wait for ``process`` to exit (bounded) and return its status."""
+    return process.wait(timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_killed_worker_loses_nothing(workers, productions, client, stream) -> None:
+    """Three workers, 5,000 actions, one SIGKILLed mid-run: every action completes."""
+    n = 5000
+    options = ("--sites", "4", "--visibility-timeout", "1", "--read-ahead", "100",
+               "--batch", "50")
+    procs = {name: workers(name, *options) for name in ("w1", "w2", "w3")}
+    wait_until(lambda: consumers(client, stream) == set(procs), "three workers reading",
+               timeout=60)
+    productions().assign_many([Action("Record", i) for i in range(n)])
+    executed_key = f"{stream}:executed"
+    wait_until(lambda: client.llen(executed_key) >= n // 5, "a fifth of the actions run")
+    procs["w1"].send_signal(signal.SIGKILL)
+    assert exit_code(procs["w1"]) == -signal.SIGKILL
+    held_when_killed = group_pending(client, stream, "w1")
+    wait_until(lambda: len(set(client.lrange(executed_key, 0, -1))) == n,
+               "every action to run", timeout=120)
+    wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
+               "every entry acknowledged", timeout=60)
+    executed = [int(x) for x in client.lrange(executed_key, 0, -1)]
+    assert set(executed) == set(range(n))
+    duplicates = len(executed) - n
+    # Only actions the killed worker held unacknowledged may have run twice.
+    assert 0 <= duplicates <= held_when_killed
+    assert held_when_killed > 0
+    assert client.xlen(f"{stream}:dead") == 0
+    print(f"\nkill test: {n} actions, {duplicates} duplicates "
+          f"(w1 held {held_when_killed} unacknowledged when killed)")
+    for name in ("w2", "w3"):
+        procs[name].send_signal(signal.SIGTERM)
+        assert exit_code(procs[name]) == 0
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("runtime", ["thread", "gevent"])
+def test_sigterm_finishes_in_flight_and_exits_zero(workers, productions, client, stream,
+                                                  runtime) -> None:
+    """SIGTERM: running actions finish and are acknowledged, the rest go back, exit 0."""
+    n = 40
+    worker = workers("graceful", "--sites", "4", "--visibility-timeout", "30",
+                     "--runtime", runtime)
+    wait_until(lambda: consumers(client, stream) == {"graceful"}, "the worker reading")
+    productions().assign_many([Action("Slow", i) for i in range(n)])
+    started, finished = f"{stream}:started", f"{stream}:finished"
+    wait_until(lambda: client.llen(started) >= 4, "four actions running")
+    worker.send_signal(signal.SIGTERM)
+    assert exit_code(worker) == 0
+    ran = sorted(int(x) for x in client.lrange(started, 0, -1))
+    done = sorted(int(x) for x in client.lrange(finished, 0, -1))
+    assert ran == done  # whatever started, finished
+    assert len(set(done)) == len(done) < n
+    assert group_pending(client, stream, "graceful") == 0
+    assert group_pending(client, stream) == 0
+    assert client.xlen(stream) == n - len(done)  # the rest are queued again
+    # Another worker takes the rest: each action ran exactly once.
+    relay = workers("relay", "--sites", "4")
+    wait_until(lambda: client.llen(finished) == n, "the rest to run")
+    assert sorted(int(x) for x in client.lrange(finished, 0, -1)) == list(range(n))
+    relay.send_signal(signal.SIGTERM)
+    assert exit_code(relay) == 0
+
+
+@pytest.mark.timeout(60)
+def test_malformed_entries_do_not_stop_a_worker(workers, productions, client, stream) -> None:
+    """Garbage entries are dead-lettered (kind decode) and the worker carries on."""
+    worker = workers("sturdy", "--sites", "2")
+    client.xadd(stream, {"a": b"\xc1\xc1 not msgpack \xff"})
+    client.xadd(stream, {"x": b"no action field"})
+    client.xadd(stream, {"a": msgspec.msgpack.encode({"name": 5})})
+    client.xadd(stream, {"a": msgspec.msgpack.encode({"name": "Record", "delay": "soon"})})
+    productions().assign_many([Action("Record", i) for i in range(10)])
+    executed = f"{stream}:executed"
+    wait_until(lambda: client.llen(executed) == 10, "the good actions to run")
+    dead = client.xrange(f"{stream}:dead")
+    assert [fields[b"kind"] for _, fields in dead] == [b"decode"] * 4
+    wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
+               "acknowledgements")
+    assert worker.poll() is None
+    worker.send_signal(signal.SIGTERM)
+    assert exit_code(worker) == 0
+
+
+@pytest.mark.timeout(60)
+def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path) -> None:
+    """`submit` signs and adds lines, reports bad ones; `stats` and `dead-letters` read Redis."""
+    lines = tmp_path / "actions.jsonl"
+    lines.write_text('{"name": "Record", "content": 1}\nnot json\n'
+                     '{"name": "Record", "content": 2, "delay": 60}\n{"content": 3}\n')
+    env = {**worker_env, "ECHO_LICENSE_KEYS": "k1,k0"}
+
+    def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "echo_actors", *args, "--stream", stream],
+            env=env, input=stdin, capture_output=True, timeout=LIMIT, check=False,
+        )
+
+    result = cli("submit", str(lines))
+    assert result.returncode == 1
+    assert b"submitted 2, bad lines 2" in result.stdout
+    assert b"line 2:" in result.stderr and b"line 4:" in result.stderr
+    [(_, fields)] = client.xrange(stream)
+    verify(Action.decode(fields[b"a"], "msgpack"), ["k1"])
+    result = cli("submit", "-", stdin=b'{"name": "Record", "content": 5}\n')
+    assert result.returncode == 0 and b"submitted 1, bad lines 0" in result.stdout
+
+    result = cli("stats", "--json")
+    assert result.returncode == 0
+    figures = json.loads(result.stdout)
+    assert (figures["length"], figures["delayed"], figures["dead_letters"]) == (2, 1, 0)
+
+    client.xadd(f"{stream}:dead", {"d": msgspec.msgpack.encode({
+        "kind": "execution", "message": "boom", "attempts": 3, "failed_at": 1.0,
+        "action": msgspec.to_builtins(Action("Record", 9, id="dead-1")),
+    })})
+    result = cli("dead-letters", "list", "--json")
+    [letter] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert letter["action"]["id"] == "dead-1" and letter["kind"] == "execution"
+    result = cli("dead-letters", "requeue", "--id", "dead-1", "--id", "missing")
+    assert result.returncode == 1
+    assert b"requeued 1" in result.stdout and b"missing" in result.stderr
+    assert client.xlen(stream) == 3 and client.xlen(f"{stream}:dead") == 0
+
+    result = subprocess.run(
+        [sys.executable, "-m", "echo_actors", "stats"],
+        env={k: v for k, v in env.items() if k != "ECHO_REDIS_URL"},
+        capture_output=True, timeout=LIMIT, check=False,
+    )
+    assert result.returncode == 2 and b"ECHO_REDIS_URL" in result.stderr
