@@ -107,6 +107,7 @@ class Sequence:
         self.supervisor: SupervisorHandle | None = None
         self._start_lock = threading.Lock()  # never held across a switch (gevent-safe)
         self._starting = False
+        self._closing = False
         self._ready = self.runtime.event()
         self._accepting = False
         self._stop_requested = self.runtime.event()
@@ -225,10 +226,13 @@ class Sequence:
         """
         with self._start_lock:
             core = self._core
-            if core is None or self._stopped.is_set():
+            if core is None:
                 self._stopped.set()
-                return list(self._handed_back)
-            self._accepting = False
+            closing, self._closing = self._closing, True
+        if core is None or closing:  # not started, or another caller is stopping it
+            self._stopped.wait(timeout)
+            return list(self._handed_back)
+        self._accepting = False
         self.production.pause()
         if not (drain and core.ledger.idle.wait(timeout)):
             core.start_cancelling()

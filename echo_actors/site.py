@@ -53,11 +53,6 @@ class Site(pykka.Actor):
     def on_stop(self) -> None:
         self.site_core.life.unsubscribe(self.actor_ref)
 
-    @property
-    def site_life(self) -> Life:
-        """The Life this Site's Sequence uses."""
-        return self.site_core.life
-
     def receive(self, action: Action, life: Life) -> Any:
         """Execute ``action`` by the plan and return its result.
 

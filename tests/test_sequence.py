@@ -860,3 +860,16 @@ def test_no_stealing_when_disabled(runtime: str, make_sequence: MakeSequence) ->
     sites = sequence.stats().sites
     assert sum(s.steals_in for s in sites) == 0
     assert sorted(s.processed for s in sites) == [0, 100]
+
+
+def test_concurrent_shutdowns_stop_once(make_sequence: MakeSequence, spawn: Spawn) -> None:
+    """Two threads shutting one Sequence down at once: both return, it stops once."""
+    gate = threading.Event()
+    sequence = make_sequence(_plan(Wait=lambda content: gate.wait(LIMIT)), sites=1)
+    future = sequence.submit(Action("Wait"))
+    first = spawn("thread", sequence.shutdown, True, LIMIT)
+    second = spawn("thread", sequence.shutdown, True, LIMIT)
+    gate.set()
+    assert first.get(timeout=LIMIT) == [] and second.get(timeout=LIMIT) == []
+    assert future.get(timeout=LIMIT) is True
+    assert sequence.stats().completed == 1
