@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from echo_actors import (
     Action,
+    ActionTimeoutError,
     CancellationError,
     DeadLetter,
     ExecutionError,
@@ -873,3 +874,50 @@ def test_concurrent_shutdowns_stop_once(make_sequence: MakeSequence, spawn: Spaw
     assert first.get(timeout=LIMIT) == [] and second.get(timeout=LIMIT) == []
     assert future.get(timeout=LIMIT) is True
     assert sequence.stats().completed == 1
+
+
+def test_signature_timeout_under_gevent(make_sequence: MakeSequence) -> None:
+    """Under gevent a function past its timeout is interrupted: retried, then dead-lettered."""
+    import gevent  # noqa: PLC0415 - this test is about the gevent runtime
+
+    calls: list[int] = []
+
+    def stuck(content: Any) -> None:
+        calls.append(1)
+        gevent.sleep(60)  # interrupted after 0.05 s: the test does not wait for it
+
+    plan = (
+        Plan()
+        .with_signature(Signature("Stuck", timeout=0.05,
+                                  retry=RetryPolicy(max_attempts=2, base=0.001)))
+        .with_function("Stuck", stuck)
+        .with_signature(Signature("Echo")).with_function("Echo", _identity)
+        .build()
+    )
+    sequence = make_sequence(plan, runtime="gevent", sites=1)
+    with pytest.raises(ActionTimeoutError, match="timeout"):
+        sequence.submit(Action("Stuck")).get(timeout=LIMIT)
+    assert len(calls) == 2
+    assert sequence.dead_letters()[0].error_kind == "timeout"
+    assert sequence.submit(Action("Echo", "alive")).get(timeout=LIMIT) == "alive"
+
+
+def test_signature_timeout_under_threads(make_sequence: MakeSequence) -> None:
+    """Under threads the function runs to completion, then the attempt fails as a timeout."""
+    gate = threading.Event()
+
+    def slow(content: Any) -> str:
+        gate.wait(LIMIT)  # released at once: the point is that it took longer than 0 s
+        return "finished"
+
+    plan = (
+        Plan()
+        .with_signature(Signature("Slow", timeout=1e-9, retry=RetryPolicy(max_attempts=1)))
+        .with_function("Slow", slow)
+        .build()
+    )
+    sequence = make_sequence(plan, runtime="thread", sites=1)
+    gate.set()
+    with pytest.raises(ActionTimeoutError):
+        sequence.submit(Action("Slow")).get(timeout=LIMIT)
+    assert sequence.stats().sites[0].alive
