@@ -54,7 +54,7 @@ WORKER_PLAN = textwrap.dedent('''
 
     def slow(n: int) -> int:
         _redis.rpush(_key + ":started", n)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the work in flight when SIGTERM arrives (not synchronisation)
         _redis.rpush(_key + ":finished", n)
         return n
 
