@@ -8,7 +8,6 @@ dispatcher, the new actor picks up the same queues, so nothing is lost.
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 from collections import deque
 from typing import Any
@@ -55,6 +54,9 @@ class Slot:
         self.backlog: deque[Ticket] = deque()
         self.processed = self.failed = self.steals_in = self.steals_out = self.restarts = 0
 
+    def __hash__(self) -> int:
+        return self.index  # sets of Slots iterate in index order, the same every run
+
     def depth(self) -> int:
         """Tickets queued for this Site: in its mailbox and held back."""
         return len(self.inflight) + len(self.backlog)
@@ -85,7 +87,7 @@ class Core:
         self.handed_back: list[Ticket] = []
         self._waiting: dict[Ticket, Any] = {}
         self._lock = threading.Lock()
-        self._random = random.Random()
+        self._random = runtime.random("core")
         self._default_policy = fate.retry_policy()
 
     # Entry

@@ -31,6 +31,7 @@ from echo_actors.action import Action
 from echo_actors.errors import DecodeError
 from echo_actors.fate import Fate
 from echo_actors.plan import Plan
+from echo_actors.runtime import RUNTIMES
 from echo_actors.sequence import Sequence
 from echo_actors.worker import add_redis_commands, prepare
 
@@ -150,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("plan", metavar="MODULE:PLAN", help="where the Plan is (module or .py path)")
     run.add_argument("file", metavar="FILE", help="one JSON-encoded Action per line")
     run.add_argument("--sites", type=int, help="number of Sites (default: Fate's)")
-    run.add_argument("--runtime", choices=["thread", "gevent"], help="actor runtime")
+    run.add_argument("--runtime", choices=list(RUNTIMES), help="actor runtime")
     run.add_argument("--config", metavar="TOML", help="a Fate file ([echo] table or top level)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument("--show-dead", type=int, default=5, metavar="N",

@@ -12,7 +12,7 @@ sends them to it. Actions marked ``ordered`` are never stolen.
 from __future__ import annotations
 
 import contextlib
-import random
+import zlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,7 @@ class Dispatcher(pykka.Actor):
         self._steal = core.fate.steal
         self._halted = core.cancelling
         self._idle: set[Slot] = set()
-        self._random = random.Random()
+        self._random = core.runtime.random("dispatcher")
         self._alive = sum(slot.alive for slot in self._slots)
 
     def on_start(self) -> None:
@@ -159,7 +159,8 @@ class Dispatcher(pykka.Actor):
                 if key is None:
                     batch.append(ticket)
                     continue
-                target = slots[hash(key) % len(slots)]
+                # crc32, not hash(): the same Site for a key in every process (and run)
+                target = slots[zlib.crc32(key.encode()) % len(slots)]
                 if target is slot:
                     batch.append(ticket)
                 else:  # another Site's key: queue it there, and feed that Site if it idles

@@ -24,7 +24,7 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     - ``max_attempts`` (Echo's End): attempts before an action is dead-lettered.
     - ``backoff_base``/``backoff_cap``/``backoff_jitter``: retry delays (see RetryPolicy).
-    - ``sites``: number of Site actors; ``runtime``: ``"thread"`` or ``"gevent"``.
+    - ``sites``: number of Site actors; ``runtime``: ``"thread"``, ``"gevent"`` or ``"simulation"``.
     - ``mailbox_window``: most actions a Site holds ahead in its mailbox
       (bigger: fewer messages per action; what has not started can still be
       stolen by an idle Site).

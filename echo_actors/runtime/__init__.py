@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Runtimes: what actors, futures, events and timers run on.
 
-A runtime is picked by name (``"thread"``, the default, or ``"gevent"``) and
+A runtime is picked by name (``"thread"``, the default, ``"gevent"`` or
+``"simulation"``, deterministic on a virtual clock) and
 hides everything that differs between them. Code outside this package only
 talks to a :class:`Runtime`, so it never knows which one it runs on.
 """
@@ -9,6 +10,7 @@ talks to a :class:`Runtime`, so it never knows which one it runs on.
 from __future__ import annotations
 
 import functools
+import random
 from typing import Any, Protocol, cast
 
 import pykka
@@ -57,6 +59,9 @@ class Runtime(Protocol):
     def monotonic(self) -> float: ...
     def spawn(self, fn: Any, /, *args: Any) -> Any: ...
     def call_with_timeout(self, seconds: float | None, fn: Any, /, *args: Any) -> Any: ...
+    def random(self, name: str = "") -> random.Random:
+        """A generator for ``name``'s random choices (seeded on the simulation runtime)."""
+        ...
 
 
 @functools.cache
@@ -75,7 +80,7 @@ def bind_actor(actor_class: type[Any], runtime: Runtime) -> type[pykka.Actor]:
     return _bind(cast(type, actor_class), runtime.actor_base)
 
 
-RUNTIMES = ("thread", "gevent")
+RUNTIMES = ("thread", "gevent", "simulation")
 """The runtimes a Sequence can be given by name."""
 
 
@@ -85,7 +90,8 @@ def get_runtime(name: str | Runtime = "thread") -> Runtime:
     Raises:
         ValueError: for an unknown name.
         ImportError: for ``"gevent"`` when gevent is not installed
-            (``pip install 'echo_actors[gevent]'``).
+            (``pip install 'echo_actors[gevent]'``), for ``"simulation"``
+            when greenlet is not (gevent brings it).
     """
     if not isinstance(name, str):
         return name
@@ -95,4 +101,17 @@ def get_runtime(name: str | Runtime = "thread") -> Runtime:
         from echo_actors.runtime._gevent import GeventRuntime  # noqa: PLC0415 - gevent is optional
 
         return GeventRuntime()
+    if name == "simulation":
+        from echo_actors.runtime._simulation import SimulationRuntime  # noqa: PLC0415 - needs greenlet
+
+        return SimulationRuntime()
     raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(RUNTIMES)}")
+
+
+def __getattr__(name: str) -> Any:
+    """``SimulationRuntime``, imported on first use (it needs greenlet)."""
+    if name == "SimulationRuntime":
+        from echo_actors.runtime._simulation import SimulationRuntime  # noqa: PLC0415
+
+        return SimulationRuntime
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import queue
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -278,6 +279,10 @@ class GeventRuntime:
     def spawn(self, fn: Callable[..., object], /, *args: Any) -> Any:
         """Run ``fn(*args)`` in a new greenlet; returns the ``gevent.Greenlet``."""
         return gevent.spawn(fn, *args)
+
+    def random(self, name: str = "") -> random.Random:
+        """An unseeded ``random.Random`` (``name`` only matters on the simulation runtime)."""
+        return random.Random()
 
     def call_with_timeout(self, seconds: float | None, fn: Callable[[*Ts], T], /, *args: *Ts) -> T:
         """Return ``fn(*args)``, interrupted after ``seconds`` with ``TimeoutError``.

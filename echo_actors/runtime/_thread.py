@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import queue
+import random
 import sys
 import threading
 import time
@@ -174,6 +175,10 @@ class ThreadRuntime:
         thread = threading.Thread(target=fn, args=args, daemon=True)
         thread.start()
         return thread
+
+    def random(self, name: str = "") -> random.Random:
+        """An unseeded ``random.Random`` (``name`` only matters on the simulation runtime)."""
+        return random.Random()
 
     def call_with_timeout(self, seconds: float | None, fn: Callable[[*Ts], T], /, *args: *Ts) -> T:
         """Return ``fn(*args)``, or raise ``TimeoutError`` if it took over ``seconds``.
