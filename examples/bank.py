@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: MIT
 """A bank on the simulation runtime: transfers between accounts, in virtual time.
 
+Each account is an actor (its balance changes only by its messages).
 Transfers arrive over time (Poisson arrivals: each is an Action with a
-``delay``) and are served by tellers (a Site subclass). A transfer locks both
-accounts for the time it takes (``runtime.sleep``, virtual seconds); one that
-finds an account locked by another transfer fails with ``Contention`` and is
-retried with backoff, on a timer, in virtual time. One that finds too little
+``delay``) and are served by tellers (a Site subclass). A transfer asks both
+accounts to hold for it for the time it takes (``runtime.sleep``, virtual
+seconds); one that finds an account held by another transfer fails with
+``Contention`` and is retried with backoff, on a timer, in virtual time. One that finds too little
 money is refused for good (a dead letter). Now and then a teller faints
 (``CrashError``): its supervisor restarts it and the transfer goes back to
 the queue. Audit hooks in Life record every attempt and every commit. At the
@@ -24,17 +25,17 @@ import argparse
 import hashlib
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import pykka
 import structlog
 
 from echo_actors import Action, CrashError, EchoError, Fate, Plan, RetryPolicy, Sequence, Signature
 from echo_actors.life import Life
-from echo_actors.runtime import Runtime, get_runtime
+from echo_actors.runtime import Runtime, bind_actor, get_runtime
 from echo_actors.site import Site
 
 START_BALANCE = 1_000
@@ -61,25 +62,51 @@ class InsufficientFunds(EchoError):
     kind = "funds"
 
 
-@dataclass
-class Account:
-    """One account: its balance and the transfer holding it, if any."""
+class Account(pykka.Actor):
+    """One account as an actor: its balance and the transfer holding it, if any."""
 
-    balance: int
-    holder: int | None = None
+    def __init__(self, balance: int) -> None:
+        super().__init__()
+        self.balance = balance
+        self.holder: int | None = None
+
+    def hold(self, number: int) -> bool:
+        """Hold the account for transfer ``number``; False if another transfer holds it."""
+        if self.holder is None:
+            self.holder = number
+        return self.holder == number
+
+    def release(self, number: int) -> None:
+        """Let go of the account, if transfer ``number`` holds it."""
+        if self.holder == number:
+            self.holder = None
+
+    def withdraw(self, amount: int) -> bool:
+        """Take ``amount`` out; False (and nothing taken) if the balance is too low."""
+        if self.balance < amount:
+            return False
+        self.balance -= amount
+        return True
+
+    def deposit(self, amount: int) -> None:
+        """Put ``amount`` in."""
+        self.balance += amount
+
+    def get_balance(self) -> int:
+        """The balance now."""
+        return self.balance
 
 
 @dataclass
 class Bank:
-    """The model: accounts, the event log (virtual time, kind, transfer, attempt), audit."""
+    """The model: account actors, the event log (virtual time, kind, transfer, attempt)."""
 
     runtime: Runtime
-    accounts: list[Account]
+    accounts: list[pykka.ActorProxy[Any]]
     time_scale: float = 1.0
     log: list[tuple[float, str, int, int]] = field(default_factory=list)
     audited: int = 0
     crashes: int = 0
-    guard: threading.Lock = field(default_factory=threading.Lock)  # never held across a switch
     opened: float = 0.0
 
     def __post_init__(self) -> None:
@@ -93,28 +120,33 @@ class Bank:
         """Append an event to the log, stamped with the runtime's clock."""
         self.log.append((round(self.now(), 6), kind, number, attempt))
 
+    def balances(self) -> list[int]:
+        """Every account's balance, asked of the account actors."""
+        return [balance for balance in pykka.get_all([a.get_balance() for a in self.accounts])]
+
     def total(self) -> int:
         """All the money in the bank."""
-        return sum(account.balance for account in self.accounts)
+        return sum(self.balances())
 
     def transfer(self, order: Transfer) -> int:
-        """Lock both accounts, take the time the work takes, move the money; returns it."""
+        """Hold both accounts, take the time the work takes, move the money; returns it."""
         source, target = self.accounts[order.source], self.accounts[order.target]
-        with self.guard:
-            if source.holder is not None or target.holder is not None:
-                self.record("busy", order.number)
-                raise Contention(f"transfer {order.number}: an account is busy")
-            source.holder = target.holder = order.number
+        number = order.number
+        if not source.hold(number).get():
+            self.record("busy", number)
+            raise Contention(f"transfer {number}: account {order.source} is busy")
         try:
+            if not target.hold(number).get():
+                self.record("busy", number)
+                raise Contention(f"transfer {number}: account {order.target} is busy")
             if order.work and self.time_scale:
                 self.runtime.sleep(order.work * self.time_scale)
-            if source.balance < order.amount:
-                self.record("refused", order.number)
+            if not source.withdraw(order.amount).get():
+                self.record("refused", number)
                 raise InsufficientFunds(f"account {order.source} cannot pay {order.amount}")
-            source.balance -= order.amount
-            target.balance += order.amount
+            target.deposit(order.amount).get()
         finally:
-            source.holder = target.holder = None
+            pykka.get_all([source.release(number), target.release(number)])
         return order.amount
 
     # Audit hooks (registered in Life; called by the Sites around each attempt)
@@ -201,7 +233,9 @@ def run(
     else:
         rt = get_runtime(runtime)
     rng = random.Random(f"{seed}:bank")  # the same workload on every runtime
-    bank = Bank(rt, [Account(START_BALANCE) for _ in range(accounts)], time_scale)
+    account_class = bind_actor(Account, rt)
+    refs = [account_class.start(START_BALANCE) for _ in range(accounts)]
+    bank = Bank(rt, [ref.proxy() for ref in refs], time_scale)
     money_before = bank.total()
     policy = RetryPolicy(max_attempts=8, base=0.5 * time_scale, cap=60.0 * time_scale, jitter=0.5)
     plan = (
@@ -241,14 +275,17 @@ def run(
         retried = sequence.stats().retried
     virtual = bank.now()
     wall = time.perf_counter() - started
+    balances = bank.balances()
+    for ref in refs:
+        ref.stop()
     life.stop()
     digest = hashlib.sha256(repr(bank.log).encode()).hexdigest()[:16]
     return Report(
         runtime=rt.name, accounts=accounts, transfers=transfers, committed=committed,
         refused=refused, gave_up=gave_up, retried=retried, crashes=bank.crashes,
-        money_before=money_before, money_after=bank.total(), virtual_seconds=virtual,
+        money_before=money_before, money_after=sum(balances), virtual_seconds=virtual,
         wall_seconds=wall, events=len(bank.log), digest=digest, log=bank.log,
-        balances=[account.balance for account in bank.accounts],
+        balances=balances,
         kernel_steps=getattr(getattr(rt, "kernel", None), "steps", 0),
     )
 
