@@ -25,6 +25,8 @@ import gevent.queue
 import pykka
 import structlog
 
+from echo_actors.runtime._outcome import outcome
+
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
     from pykka._future import GetHookFunc
@@ -74,15 +76,7 @@ class GeventFuture(pykka.Future[T]):
         if self._get_hook is not None:
             # Set before we looked, or while we waited (set_get_hook wakes us).
             return super().get(timeout=_remaining(deadline))
-        if self._exc_info is not None:
-            exc_type, exc_value, exc_traceback = self._exc_info
-            assert exc_type is not None
-            if exc_value is None:
-                exc_value = exc_type()
-            if exc_value.__traceback__ is not exc_traceback:
-                raise exc_value.with_traceback(exc_traceback)
-            raise exc_value
-        value: T = self._value
+        value: T = outcome(self._value, self._exc_info)
         return value
 
     def set(self, value: Any | None = None) -> None:

@@ -33,6 +33,8 @@ import greenlet  # type: ignore[import-untyped]
 import pykka
 import structlog
 
+from echo_actors.runtime._outcome import outcome
+
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
     from pykka._envelope import Envelope
@@ -284,15 +286,7 @@ class SimulationFuture(pykka.Future[T]):
             raise pykka.Timeout(f"{timeout} seconds" if timeout is not None else "deadlock")
         if self._get_hook is not None:
             return super().get(timeout=timeout)
-        if self._exc_info is not None:
-            exc_type, exc_value, exc_traceback = self._exc_info
-            assert exc_type is not None
-            if exc_value is None:
-                exc_value = exc_type()
-            if exc_value.__traceback__ is not exc_traceback:
-                raise exc_value.with_traceback(exc_traceback)
-            raise exc_value
-        value: T = self._value
+        value: T = outcome(self._value, self._exc_info)
         return value
 
     def _wake(self) -> None:

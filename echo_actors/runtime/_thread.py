@@ -16,6 +16,8 @@ from typing import Any, TypeVar, TypeVarTuple
 import pykka
 import structlog
 
+from echo_actors.runtime._outcome import outcome
+
 _log = structlog.get_logger("echo_actors.runtime")
 
 __all__ = ["ThreadFuture", "ThreadRuntime", "ThreadScheduler"]
@@ -123,12 +125,7 @@ class ThreadFuture(pykka.Future[T]):
             self._ready.release()
         if self._get_hook is not None:
             return super().get(timeout=timeout)
-        if self._exc_info is not None:
-            exc_type, exc_value, exc_traceback = self._exc_info
-            if exc_value is None:
-                exc_value = exc_type()
-            raise exc_value.with_traceback(exc_traceback)
-        value: T = self._value
+        value: T = outcome(self._value, self._exc_info)
         return value
 
     def _resolve(self, value: Any, exc_info: Any) -> None:
