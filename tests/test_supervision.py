@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+import weakref
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -742,3 +744,28 @@ def test_plain_and_concrete_classes_share_a_cached_mixin(supervise: Any, runtime
     assert classes["a"] is classes["c"]
     assert issubclass(classes["a"], Worker) and issubclass(classes["a"], runtime.actor_base)
     assert issubclass(classes["b"], concrete)
+
+
+# Leaks
+
+
+def _run_and_drop(seed: int) -> list[weakref.ref[Any]]:
+    """Run a supervised actor on a fresh SimulationRuntime, stop it; weak refs to what it made."""
+    runtime = get_runtime("simulation")
+    rec = Recorder(runtime)
+    sup = start_supervisor([spec("a", rec)], runtime=runtime, name=f"run-{seed}")
+    # A restart, without a crash: pytest keeps logged tracebacks, hence their frames.
+    rec.ref("a").tell("quit")
+    rec.wait(lambda r: r.count("started", "a") == 2)
+    assert rec.ref("a").ask("ping", timeout=LIMIT) == "ping"
+    assert sup.stop()
+    made = [runtime, runtime.kernel, runtime.actor_base]  # type: ignore[attr-defined]
+    return [weakref.ref(thing) for thing in made]
+
+
+def test_simulation_runtimes_are_collected() -> None:
+    """30 simulation runtimes that ran a supervised actor are all garbage once dropped."""
+    refs = [ref for seed in range(30) for ref in _run_and_drop(seed)]
+    gc.collect()
+    alive = [ref() for ref in refs if ref() is not None]
+    assert not alive, gc.get_referrers(alive[0])
