@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import gc
 import sys
-import weakref
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 

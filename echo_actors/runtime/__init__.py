@@ -16,10 +16,20 @@ from typing import Any, Protocol, cast
 
 import pykka
 
-from echo_actors.runtime._thread import ThreadRuntime
+from echo_actors.runtime._thread import MainExitHandle, ThreadRuntime, on_main_exit
 
-__all__ = ["RUNTIMES", "Event", "Runtime", "Scheduler", "TimerHandle", "bind_actor", "get_runtime",
-           "is_control_flow"]
+__all__ = [
+    "RUNTIMES",
+    "Event",
+    "MainExitHandle",
+    "Runtime",
+    "Scheduler",
+    "TimerHandle",
+    "bind_actor",
+    "get_runtime",
+    "is_control_flow",
+    "on_main_exit",
+]
 
 class Event(Protocol):
     """A one-shot flag that can be waited on (``threading.Event`` shape)."""
