@@ -27,11 +27,13 @@ of the process when a ``BaseException`` escapes a message handler. In a supervis
 child, a ``SystemExit`` (or any other ``BaseException``) escaping
 ``on_start`` or a message handler becomes a :class:`ChildExitError` instead:
 an error answered to the asker, or, for a told message, a crash of that
-child alone, restarted like any other. Left as they are: the runtimes' own
+child alone, restarted like any other. Not failures: the runtimes' own
 interrupts (a killed greenlet, ``gevent.Timeout``, the simulation kernel's
 interrupt; see :func:`echo_actors.runtime.is_control_flow`), which end or
-cut short a wait rather than fail, and ``KeyboardInterrupt``, the user's
-request to stop everything.
+cut short a wait rather than fail: one that escapes a handler ends that
+actor as killed (its supervisor sees an exit with that exception, and
+restarts it by its restart type) without touching other actors; and
+``KeyboardInterrupt``, the user's request to stop everything.
 """
 
 from __future__ import annotations
@@ -263,9 +265,17 @@ class _Watched(pykka.Actor):
             raise
         except BaseException as exc:
             error = _as_failure(exc)
-            if error is None:
-                raise
-            raise error from exc
+            if error is not None:
+                raise error from exc
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # the user's: pykka stops every actor
+            # A runtime's interrupt the runtime's actor did not turn into an
+            # ending itself (a greenlet killed in a patched "thread"): this
+            # actor ends, as killed; the asker hears it is dead, no one else.
+            self._supervision_error = self._supervision_error or exc
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            raise pykka.ActorDeadError(f"{self} was interrupted: {exc!r}") from exc
 
     def _handle_failure(
         self,

@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import greenlet  # type: ignore[import-untyped]
 import pykka
 import pytest
 import structlog.testing
@@ -124,6 +125,8 @@ class Worker(pykka.Actor):
             raise RuntimeError(f"{self.name} crashed")
         if message == "exit":
             raise SystemExit(4)
+        if message == "interrupt":
+            raise greenlet.GreenletExit  # as a runtime kills a greenlet
         if message == "quit":
             self.stop()
         return message
@@ -706,6 +709,29 @@ def test_system_exit_in_a_child_crashes_only_that_child(
         assert isinstance(info.error.__cause__, SystemExit)
         assert bystander.ask("still here", timeout=LIMIT) == "still here"
         assert rec.ref("other").ask("ping", timeout=LIMIT) == "ping" and other.is_alive()
+        assert rec.ref("a").ask("ping", timeout=LIMIT) == "ping"
+    finally:
+        bystander.stop()
+
+
+def test_a_runtime_interrupt_in_a_child_ends_only_that_child(
+    supervise: Any, runtime: Runtime
+) -> None:
+    """GreenletExit escaping a child's handler ends that child (restarted), no other actor."""
+    rec = Recorder(runtime)
+    bystander = bind_actor(Bystander, runtime).start()
+    try:
+        supervise([spec("a", rec)])
+        rec.ref("a").tell("interrupt")
+        rec.wait(lambda r: r.count("started", "a") == 2)
+        (info,) = rec.exits("a")
+        assert info.reason == "crash"
+        error = info.error
+        assert isinstance(error, greenlet.GreenletExit) or (
+            isinstance(error, pykka.ActorDeadError)
+            and isinstance(error.__cause__, greenlet.GreenletExit)
+        ), repr(error)
+        assert bystander.ask("still here", timeout=LIMIT) == "still here"
         assert rec.ref("a").ask("ping", timeout=LIMIT) == "ping"
     finally:
         bystander.stop()
