@@ -224,11 +224,14 @@ class _Watched(pykka.Actor):
     """Mixin for children: says when ``on_start`` returned, and how the actor loop ended.
 
     It sits first in the child's MRO, so its ``on_start`` wraps the child's
-    own. It overrides two private pykka methods, for want of public hooks:
+    own. It overrides three private pykka methods, for want of public hooks:
     ``_actor_loop``, the only place that sees every ending (``on_failure``
-    is not called for a failed ``on_start``, ``on_stop`` not for a crash,
-    neither for a killed greenlet), and ``_handle_receive``, to keep a
-    ``BaseException`` from stopping every actor (see the module docstring).
+    is not called for a failed ``on_start`` or ``on_stop``, ``on_stop`` not
+    for a crash, neither for a killed greenlet); ``_handle_failure``, the one
+    place every crash passes with its exception; and ``_handle_receive``, to
+    keep a ``BaseException`` from stopping every actor (see the module
+    docstring). pykka is pinned to its major version, and the supervision
+    tests run on every runtime.
     """
 
     _supervision_watch: _Watch | None = None
