@@ -29,6 +29,7 @@ class Ledger:
         self.idle = idle
         self.idle.set()
         self.open = True
+        self.closed_because = "this Sequence is shutting down and takes no more actions"
         self._dead: deque[DeadLetter] = deque()
         self._max_dead = max_dead
 
@@ -40,7 +41,7 @@ class Ledger:
         """
         with self._lock:
             if not self.open:
-                raise RuntimeError("this Sequence is shutting down and takes no more actions")
+                raise RuntimeError(self.closed_because)
             self._accept(n)
 
     def accept(self, n: int = 1) -> None:
@@ -57,9 +58,11 @@ class Ledger:
         if self.idle.is_set():
             self.idle.clear()
 
-    def close(self) -> None:
-        """Close the admission gate: :meth:`admit` raises from now on."""
+    def close(self, because: str | None = None) -> None:
+        """Close the admission gate: :meth:`admit` raises from now on (saying ``because``)."""
         with self._lock:
+            if self.open and because is not None:
+                self.closed_because = because
             self.open = False
 
     def hand_off(self, n: int = 1) -> None:

@@ -72,6 +72,7 @@ class Settler:
         self.ledger = ledger
         self.scheduler = scheduler
         self.cancelling = False
+        self.cancelled_because = "cancelled"
         self.handed_back: list[Ticket] = []
         self._post = post
         self._random = random
@@ -133,9 +134,11 @@ class Settler:
         """Tickets waiting on a delay or a retry backoff."""
         return len(self._waiting)
 
-    def start_cancelling(self) -> None:
+    def start_cancelling(self, because: str | None = None) -> None:
         """From now on nothing new starts: waiting tickets and newcomers are cancelled."""
         with self._lock:
+            if not self.cancelling and because is not None:
+                self.cancelled_because = because
             self.cancelling = True
             waiting = list(self._waiting.items())
             self._waiting.clear()
@@ -208,7 +211,7 @@ class Settler:
     def _cancelled(self, ticket: Ticket, tally: Tally) -> None:
         tally.cancelled += 1
         action = ticket.action
-        exc = CancellationError(f"action {action.id} ({action.name}) cancelled")
+        exc = CancellationError(f"action {action.id} ({action.name}) {self.cancelled_because}")
         _fail_future(ticket, exc)
         if ticket.holds_key and action.key is not None and not self.cancelling:
             self._post(KeyFree(action.key))

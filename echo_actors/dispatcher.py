@@ -127,6 +127,24 @@ class Desk:
         self.waiting_keys: dict[str, deque[Ticket]] = {}  # ordered keys: who waits for them
         self.busy_keys: set[str] = set()
 
+    def cancel_all(self) -> None:
+        """Stop feeding; cancel every ticket not started (queued here, sent, or waiting).
+
+        Called by the dispatcher (HandBack), or by the Sequence once no dispatcher
+        is left to own the desk (its supervisor gave up).
+        """
+        self.halted = True
+        settle = self.settler.settle
+        for slot in self.slots:
+            for ticket in [*slot.backlog, *slot.inflight]:
+                settle(ticket, CANCELLED)
+            slot.backlog.clear()
+        for waiting in self.waiting_keys.values():
+            for ticket in waiting:
+                settle(ticket, CANCELLED)
+        self.waiting_keys.clear()
+        self.settler.sweep()
+
     def post(self, event: Any) -> None:
         """Give the dispatcher an event (thread-safe; never lost to a dispatcher restart)."""
         self.events.append(event)
@@ -432,19 +450,7 @@ class Dispatcher(pykka.Actor):
         desk.busy_keys.discard(event.key)
 
     def _hand_back(self, _event: HandBack) -> None:
-        """Stop feeding; cancel every ticket not started (queued here, sent, or waiting)."""
-        desk = self._desk
-        desk.halted = True
-        settle = self._settler.settle
-        for slot in self._slots:
-            for ticket in [*slot.backlog, *slot.inflight]:
-                settle(ticket, CANCELLED)
-            slot.backlog.clear()
-        for waiting in desk.waiting_keys.values():
-            for ticket in waiting:
-                settle(ticket, CANCELLED)
-        desk.waiting_keys.clear()
-        self._settler.sweep()
+        self._desk.cancel_all()
 
     def _stats(self) -> list[SiteStats]:
         return [

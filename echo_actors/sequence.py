@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
@@ -25,8 +26,8 @@ from echo_actors.life import Life
 from echo_actors.pipeline import Step
 from echo_actors.plan import Plan
 from echo_actors.production import Production
-from echo_actors.runtime import Runtime, get_runtime
-from echo_actors.site import Site, SiteContext
+from echo_actors.runtime import MainExitHandle, Runtime, get_runtime, on_main_exit
+from echo_actors.site import Site, SiteContext, crashed_running_an_action
 from echo_actors.supervision import (
     ChildSpec,
     SupervisorHandle,
@@ -157,6 +158,9 @@ class Sequence:
         self._stop_requested = self.runtime.event()
         self._stopped = self.runtime.event()
         self._handed_back: list[Action] = []
+        self._exit_hook: MainExitHandle | None = None
+        self.failure: BaseException | None = None
+        """Why the Sequence failed (its supervisor gave up), or None."""
 
     # Lifecycle
 
@@ -202,6 +206,7 @@ class Sequence:
                           runtime.random("settler"), desk.post)
         desk.settler = settler
         context = SiteContext(self.plan, self.life, runtime, settler, desk, self.steps)
+        self._run = _Running(ledger, settler, desk, context)
         # Bound first, so that what was assigned before the start is counted before it runs.
         self.production.bind(desk.wake, ledger.accept)
         try:
@@ -210,7 +215,7 @@ class Sequence:
             if self._parent is None:
                 self.supervisor = start_supervisor(
                     specs, "one_for_one", runtime=runtime, name=self.name,
-                    max_restarts=limit, within=within,
+                    max_restarts=limit, within=within, on_give_up=self._fail,
                 )
             else:
 
@@ -218,14 +223,45 @@ class Sequence:
                     self.supervisor = SupervisorHandle(ref)
 
                 self._parent.start_child(supervisor_spec(
-                    self.name, specs, on_start=adopt, max_restarts=limit, within=within
+                    self.name, specs, on_start=adopt, max_restarts=limit, within=within,
+                    on_give_up=self._fail,
                 ))
         except BaseException:
+            self._run = None
             self.production.bind(None)
             scheduler.stop()
             raise
-        self._run = _Running(ledger, settler, desk, context)
+        if runtime.name == "thread":
+            self._exit_hook = on_main_exit(self._main_exited)
         _log.debug("sequence_started", sites=self.sites, runtime=runtime.name)
+
+    def _main_exited(self) -> None:
+        """The main thread ended with this Sequence running: cancel what waits, and stop."""
+        warnings.warn(
+            f"{self!r} was still running when the main thread ended: what had not started "
+            "was cancelled (use `with Sequence(...)` or call shutdown())",
+            RuntimeWarning, stacklevel=1,
+        )
+        self.shutdown(drain=False, timeout=self.fate.restart_within)
+
+    def _fail(self, error: BaseException) -> None:
+        """Its supervisor gave up (in the supervisor, its children stopped): fail loudly.
+
+        Nothing runs any more, so the desk has no other owner: every action
+        not ended is cancelled with the cause, ``submit`` raises it, and
+        :meth:`run` raises ``error`` once it stopped.
+        """
+        run = self._run
+        if run is None:
+            return
+        self.failure = error
+        because = (f"cancelled: the Sequence failed ({error}; last error: "
+                   f"{error.__cause__!r})")
+        _log.error("sequence_failed", error=str(error), cause=repr(error.__cause__))
+        run.ledger.close(f"this Sequence failed and takes no more actions: {error}")
+        run.settler.start_cancelling(because)
+        run.desk.cancel_all()
+        self._stop_requested.set()
 
     def _child_specs(self, desk: Desk, context: SiteContext) -> list[ChildSpec]:
         def site_spec(index: int) -> ChildSpec:
@@ -233,6 +269,7 @@ class Sequence:
                 name=f"site-{index}", actor_class=self.site_class, args=(index, context),
                 on_start=lambda ref: desk.post(SiteStarted(index, ref)),
                 on_exit=lambda info: desk.post(SiteExited(index, info.urn, info.reason)),
+                counted=lambda info: not crashed_running_an_action(info.error),
             )
 
         fate = self.fate
@@ -256,7 +293,11 @@ class Sequence:
         self.shutdown(drain=exc_type is None)
 
     def run(self) -> None:
-        """Start, then block until :meth:`shutdown` (or SIGINT/SIGTERM, which drain)."""
+        """Start, then block until :meth:`shutdown` (or SIGINT/SIGTERM, which drain).
+
+        Raises:
+            RestartIntensityError: the Sequence failed (its supervisor gave up).
+        """
         self.start()
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
@@ -269,6 +310,8 @@ class Sequence:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if self.failure is not None:
+            raise self.failure
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every accepted action has ended; False if ``timeout`` ran out first."""
@@ -293,6 +336,8 @@ class Sequence:
         if run is None or closing:  # not started, or another caller is stopping it
             self._stopped.wait(timeout)
             return list(self._handed_back)
+        if self._exit_hook is not None:
+            self._exit_hook.cancel()
         run.ledger.close()
         self.production.pause()
         if not (drain and run.ledger.idle.wait(timeout)):

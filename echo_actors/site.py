@@ -40,6 +40,20 @@ class SiteContext:
         self.steps = steps
 
 
+def crashed_running_an_action(error: BaseException | None) -> bool:
+    """Whether a Site's exit ``error`` is a :class:`CrashError` raised while running an action.
+
+    Such a crash is counted against that action's attempts (it is requeued,
+    then dead-lettered), not against the supervisor's restart intensity,
+    which guards against Sites that cannot run at all.
+    """
+    while error is not None:
+        if getattr(error, "echo_attempt", None) is not None:
+            return True
+        error = error.__cause__
+    return False
+
+
 class Site(pykka.Actor):
     """Runs the actions the dispatcher sends it, one at a time, in order.
 
@@ -132,10 +146,11 @@ class Site(pykka.Actor):
         try:
             value = self._site_call(ticket.action)
             outcome = COMPLETED
-        except CrashError as exc:
-            value = exc
-            raise
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is the action's
+        except (Exception, SystemExit) as exc:  # every failure is the action's
+            if isinstance(exc, CrashError):
+                exc.echo_attempt = ticket.action.id  # type: ignore[attr-defined]
+                value = exc
+                raise
             outcome, value = FAILED, exc
         except BaseException as exc:  # the runtime's own control flow: the Site goes down
             value = exc

@@ -150,7 +150,10 @@ class ChildSpec(msgspec.Struct, frozen=True):
     supervisor's runtime) or is already concrete. ``on_start(ref)`` runs in
     the supervisor after each (re)start, so the owner learns the new ref;
     ``on_exit(info)`` runs when the child exits, before any restart, so the
-    owner can put back the work it held.
+    owner can put back the work it held. ``counted(info)`` says whether a
+    restart after that exit counts against the restart intensity (default:
+    every one does); an owner that already bounds a cause (an action that
+    crashes its worker is retried a few times, then dead-lettered) leaves it out.
     """
 
     name: str
@@ -160,6 +163,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     restart: Restart = "permanent"
     on_start: Callable[[pykka.ActorRef[Any]], None] | None = None
     on_exit: Callable[[ExitInfo], None] | None = None
+    counted: Callable[[ExitInfo], bool] | None = None
 
 
 class ChildInfo(msgspec.Struct, frozen=True):
@@ -581,13 +585,14 @@ class Supervisor(pykka.Actor):
             if spec.restart == "temporary":
                 self._children.remove(child)
             return
-        now = self.runtime.monotonic()
-        self._recent.append(now)
-        while now - self._recent[0] > self.within:
-            self._recent.popleft()
-        if len(self._recent) > self.max_restarts:
-            self._give_up(name, reason, error)
-            return
+        if spec.counted is None or spec.counted(info):
+            now = self.runtime.monotonic()
+            self._recent.append(now)
+            while now - self._recent[0] > self.within:
+                self._recent.popleft()
+            if len(self._recent) > self.max_restarts:
+                self._give_up(name, reason, error)
+                return
         index = self._children.index(child)
         if self.strategy == "one_for_one":
             group = [child]
