@@ -14,6 +14,7 @@ import msgspec
 
 __all__ = [
     "Batch",
+    "Cancel",
     "Done",
     "HandBack",
     "KeyFree",
@@ -78,6 +79,12 @@ class KeyFree(msgspec.Struct, frozen=True):
     """Dispatcher: the action holding ordered key ``key`` ended for good; the next may run."""
 
     key: str
+
+
+class Cancel(msgspec.Struct, frozen=True):
+    """Dispatcher (asked): cancel action ``action_id`` if it has not started; reply whether."""
+
+    action_id: str
 
 
 class StatsRequest(msgspec.Struct, frozen=True):

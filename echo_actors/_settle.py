@@ -130,6 +130,17 @@ class Settler:
         else:
             self.put(ticket)
 
+    def cancel_waiting(self, action_id: str) -> bool:
+        """Cancel the ticket of ``action_id`` that waits on a timer; True if there was one."""
+        with self._lock:
+            found = [(t, h) for t, h in self._waiting.items() if t.action.id == action_id]
+            for ticket, _ in found:
+                del self._waiting[ticket]
+        for ticket, handle in found:
+            handle.cancel()
+            self.settle(ticket, CANCELLED)
+        return bool(found)
+
     def waiting(self) -> int:
         """Tickets waiting on a delay or a retry backoff."""
         return len(self._waiting)

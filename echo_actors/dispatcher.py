@@ -28,6 +28,7 @@ import structlog
 
 from echo_actors._messages import (
     Batch,
+    Cancel,
     Done,
     HandBack,
     KeyFree,
@@ -199,6 +200,8 @@ class Dispatcher(pykka.Actor):
             return None
         if isinstance(message, StatsRequest):
             return self._stats()
+        if isinstance(message, Cancel):
+            return self._cancel(message.action_id)
         return super().on_receive(message)
 
     def _drain(self) -> None:
@@ -451,6 +454,17 @@ class Dispatcher(pykka.Actor):
 
     def _hand_back(self, _event: HandBack) -> None:
         self._desk.cancel_all()
+
+    def _cancel(self, action_id: str) -> bool:
+        desk = self._desk
+        queues = [slot.backlog for slot in self._slots] + [slot.inflight for slot in self._slots]
+        queues += desk.waiting_keys.values()
+        queues.append(self._production.tickets())
+        settle = self._settler.settle
+        return any(
+            settle(ticket, CANCELLED)
+            for queue in queues for ticket in list(queue) if ticket.action.id == action_id
+        )
 
     def _stats(self) -> list[SiteStats]:
         return [

@@ -15,7 +15,7 @@ import pykka
 import structlog
 
 from echo_actors._ledger import Ledger
-from echo_actors._messages import HandBack, SiteExited, SiteStarted, StatsRequest
+from echo_actors._messages import Cancel, HandBack, SiteExited, SiteStarted, StatsRequest
 from echo_actors._settle import Settler
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
@@ -407,6 +407,27 @@ class Sequence:
         if now:
             run.settler.put_many(now)
         return [ticket.future for ticket in tickets]
+
+    def cancel(self, action_id: str) -> bool:
+        """Cancel the action ``action_id`` if it has not started; True if it was cancelled.
+
+        Its future raises CancellationError and it is handed back, as at a
+        shutdown without drain. An action that started runs on (False); so
+        does one that ended or is unknown here. Modellers use it for
+        abandonment, servers for a client that went away.
+        """
+        run = self._run
+        if run is None:
+            return False
+        if run.settler.cancel_waiting(action_id):
+            return True
+        ref = run.desk.ref
+        if ref is None:
+            return False
+        try:
+            return bool(ref.ask(Cancel(action_id), timeout=10))
+        except pykka.ActorDeadError:
+            return False
 
     def dead_letters(self) -> list[DeadLetter]:
         """The actions that failed for good, oldest first (at most ``Fate.max_dead_letters``)."""

@@ -66,6 +66,10 @@ class Production:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def tickets(self) -> list[Ticket]:
+        """A snapshot of the waiting tickets, oldest first (for Sequences)."""
+        return list(self._queue)
+
     def actions(self) -> list[Action]:
         """A snapshot of the waiting actions, oldest first."""
         with self._lock:

@@ -95,7 +95,7 @@ class ThreadScheduler:
                     wait = self._heap[0][0] - time.monotonic()
                     if wait <= 0:
                         break
-                    self._cond.wait(wait)
+                    self._cond.wait(min(wait, 3600.0))  # far or infinite: look again hourly
                 if self._stopped:
                     return
                 _, _, timer = heapq.heappop(self._heap)
