@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -457,7 +457,8 @@ class Dispatcher(pykka.Actor):
 
     def _cancel(self, action_id: str) -> bool:
         desk = self._desk
-        queues = [slot.backlog for slot in self._slots] + [slot.inflight for slot in self._slots]
+        queues: list[Iterable[Ticket]] = [slot.backlog for slot in self._slots]
+        queues += [slot.inflight for slot in self._slots]
         queues += desk.waiting_keys.values()
         queues.append(self._production.tickets())
         settle = self._settler.settle
