@@ -364,9 +364,11 @@ class Dispatcher(pykka.Actor):
         self._idle.discard(slot)
         assert slot.ref is not None and slot.urn is not None
         message = Batch(slot.site, slot.urn, batch)
-        for ticket in batch:
-            ticket.batch = message
-            ticket.state = SENT
+        with _claims:
+            for ticket in batch:
+                if ticket.state == QUEUED:  # not cancelled meanwhile
+                    ticket.batch = message
+                    ticket.state = SENT
         slot.inflight.extend(batch)
         # A dead Site's exit is on its way to the desk: _site_exited takes these back.
         with contextlib.suppress(pykka.ActorDeadError):

@@ -129,7 +129,8 @@ class Site(pykka.Actor):
         try:
             for ticket in batch.tickets:
                 if settler.cancelling:
-                    settler.settle(ticket, CANCELLED, tally=tally)
+                    if ticket.unsend(batch):  # still ours to start: cancel it instead
+                        settler.settle(ticket, CANCELLED, tally=tally)
                     continue
                 if not ticket.claim(batch):
                     continue  # stolen by an idle Site, or cancelled
