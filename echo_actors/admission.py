@@ -28,7 +28,7 @@ from echo_actors.action import Action
 from echo_actors.errors import EncodeError, ValidationError
 from echo_actors.fate import Fate
 
-__all__ = ["admit", "check_admissible"]
+__all__ = ["admit", "check_admissible", "check_limits"]
 
 _ENCODER = msgspec.msgpack.Encoder()
 
@@ -41,6 +41,26 @@ def check_admissible(action: Action, fate: Fate) -> None:
             a delay over ``fate.max_delay`` anywhere in the chain, or an
             encoding over ``fate.max_action_bytes`` (the message names which).
         EncodeError: a value MessagePack cannot carry (a ValidationError too).
+    """
+    check_limits(action, fate)
+    try:
+        size = len(_ENCODER.encode(action))
+    except RecursionError:
+        raise EncodeError(f"action {action.id} ({action.name}) is nested too deeply") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"action {action.id} ({action.name}) cannot be encoded: {exc}") from exc
+    if size > fate.max_action_bytes:
+        raise ValidationError(
+            f"action {action.id} ({action.name}) encodes to {size} bytes, over the limit "
+            f"of {fate.max_action_bytes} (Fate.max_action_bytes)"
+        )
+
+
+def check_limits(action: Action, fate: Fate) -> None:
+    """:func:`check_admissible` without the size check (for callers that encode anyway).
+
+    Raises:
+        ValidationError: not an Action, a chain too long or a delay too long.
     """
     if not isinstance(action, Action):
         raise ValidationError(f"expected an Action, got {type(action).__name__}")
@@ -59,17 +79,6 @@ def check_admissible(action: Action, fate: Fate) -> None:
                 f"{fate.max_delay:g} s (Fate.max_delay)"
             )
         link = link.next
-    try:
-        size = len(_ENCODER.encode(action))
-    except RecursionError:
-        raise EncodeError(f"action {action.id} ({action.name}) is nested too deeply") from None
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(f"action {action.id} ({action.name}) cannot be encoded: {exc}") from exc
-    if size > fate.max_action_bytes:
-        raise ValidationError(
-            f"action {action.id} ({action.name}) encodes to {size} bytes, over the limit "
-            f"of {fate.max_action_bytes} (Fate.max_action_bytes)"
-        )
 
 
 def admit(action: Action, *, now: float | None = None) -> Action:
