@@ -151,7 +151,7 @@ def test_actions_are_frozen() -> None:
 )
 def test_invalid_construction_raises(kwargs: dict[str, object], error: type[Exception]) -> None:
     """Bad names, a NaN, infinite or negative delay, attempt 0, ordered without a key: refused."""
-    with pytest.raises(error, match="name|delay|attempt|key"):
+    with pytest.raises(error, match=r"name|delay|attempt|key"):
         Action(**kwargs)  # type: ignore[arg-type]
 
 

@@ -94,7 +94,7 @@ def test_a_next_swapped_for_another_signed_action_is_refused() -> None:
     """A whole validly signed action put in place of the chained one breaks the head's license."""
     action = _signed()
     intruder = sign(Action("Second", {"b": 2}, next=Action("Third")), "k", now=NOW)
-    with pytest.raises(LicenseError, match="First.*does not verify"):
+    with pytest.raises(LicenseError, match=r"First.*does not verify"):
         verify(action.replace(next=intruder), ["k"], now=NOW)
 
 
@@ -111,7 +111,7 @@ def test_dropping_or_adding_next_is_refused() -> None:
 def test_unsigned_next_under_a_signed_head_is_refused() -> None:
     """A chained action stripped of its license is refused (the head covered it)."""
     action = _signed()
-    with pytest.raises(LicenseError, match="First.*does not verify"):
+    with pytest.raises(LicenseError, match=r"First.*does not verify"):
         verify(_with_second(action, license=None), ["k"], now=NOW)
 
 
@@ -217,10 +217,10 @@ class _BrokenStore:
 
 
 def test_store_failure_refuses_and_logs() -> None:
-    """When the nonce cannot be recorded the action is refused (fail closed) and the reason logged."""
-    with structlog.testing.capture_logs() as logs:
-        with pytest.raises(LicenseError, match="could not be recorded: disk on fire"):
-            verify(sign(Action("A"), "k"), ["k"], nonces=_BrokenStore(), admission="a")
+    """A nonce that cannot be recorded: the action is refused (fail closed), the reason logged."""
+    refused = pytest.raises(LicenseError, match="could not be recorded: disk on fire")
+    with structlog.testing.capture_logs() as logs, refused:
+        verify(sign(Action("A"), "k"), ["k"], nonces=_BrokenStore(), admission="a")
     assert [(e["event"], e["log_level"]) for e in logs] == [("nonce_not_recorded", "warning")]
 
 
