@@ -206,7 +206,8 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fie
             raise DecodeError(f"not a valid Action: {exc}") from exc
         except RecursionError:
             raise DecodeError(
-                f"not a valid Action: nested too deeply (a chain may hold {max_chain} actions)"
+                "not a valid Action: nested too deeply (its content, or a chain: at most "
+                f"{max_chain} actions)"
             ) from None
         length = chain_length(action)
         if length > max_chain:
