@@ -138,10 +138,11 @@ def verify(
     Any of ``keys`` verifies (rotation: list the new key first, keep the old
     ones while their licenses live). Without ``nonces`` this is a check of
     validity at ``now`` (default: the current time). With ``nonces`` it is
-    the check at the door, once per admission: the nonce is claimed for
-    ``admission``; the same admission passes again, even after the license
-    expired while the store still holds its record; another admission is a
-    replay.
+    the check at the door, once per admission: the nonce of every action in
+    the chain is claimed for ``admission`` (so a chained action taken out
+    and sent alone is a replay too); the same admission passes again, even
+    after the license expired while the store still holds its record;
+    another admission is a replay.
 
     Raises:
         LicenseError: unsigned, malformed, signed with an unknown key,
