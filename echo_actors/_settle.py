@@ -275,6 +275,7 @@ class Settler:
             attempts=action.attempt,
             first_at=action.created_at,
             failed_at=time.time(),
+            admission=None if ticket.admission is None else ticket.admission[0],
         )
         if not self.production.stores_dead_letters:
             self.ledger.keep(letter)

@@ -29,21 +29,27 @@ class Ticket:
     is the Batch message that carries it to a Site while it is SENT. A retry
     or a crash requeue is a new Ticket for the same future: each attempt ends
     once. ``holds_key`` marks the one ticket of an ordered key allowed to run.
+    ``admission`` (an id and a wall-clock time) is the submission it belongs
+    to: a license's nonce is claimed for it, and later attempts pass again.
     """
 
-    __slots__ = ("action", "batch", "future", "holds_key", "receipt", "state")
+    __slots__ = ("action", "admission", "batch", "future", "holds_key", "receipt", "state")
 
-    def __init__(self, action: Action, future: Any = None, receipt: Any = None) -> None:
+    def __init__(
+        self, action: Action, future: Any = None, receipt: Any = None,
+        admission: tuple[str, float] | None = None,
+    ) -> None:
         self.action = action
         self.future = future
         self.receipt = receipt
+        self.admission = admission
         self.batch: Any = None
         self.state = QUEUED
         self.holds_key = False
 
     def again(self, action: Action) -> Ticket:
-        """The ticket of the next attempt (same future and receipt, key still held)."""
-        ticket = Ticket(action, self.future, self.receipt)
+        """The ticket of the next attempt (same future, receipt and admission, key held)."""
+        ticket = Ticket(action, self.future, self.receipt, self.admission)
         ticket.holds_key = self.holds_key
         return ticket
 

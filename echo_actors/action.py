@@ -3,38 +3,79 @@
 
 from __future__ import annotations
 
-import itertools
+import math
 import os
+import sys
+import threading
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from echo_actors.errors import DecodeError
+from echo_actors.errors import DecodeError, EncodeError
 
-__all__ = ["MAX_ACTION_BYTES", "Action", "new_id"]
+__all__ = [
+    "CHAIN_CEILING",
+    "MAX_ACTION_BYTES",
+    "MAX_CHAIN",
+    "MAX_NAME_LENGTH",
+    "Action",
+    "chain_length",
+    "new_id",
+]
 
 MAX_ACTION_BYTES = 1 << 20
 """Default limit on the size of an encoded action accepted by :meth:`Action.decode`."""
 
-_counter = itertools.count(1)
-_prefix = os.urandom(6).hex()
+MAX_CHAIN = 64
+"""Default limit on the actions in one ``next`` chain (``Fate.max_chain``)."""
+
+CHAIN_CEILING = 256
+"""The largest ``Fate.max_chain`` allowed: a chain this long still encodes, decodes and
+signs well clear of Python's recursion limit."""
+
+MAX_NAME_LENGTH = 200
+"""Longest action, hook or key name, in characters."""
+
+_MAX_ID_LENGTH = 64
+_MAX_LICENSE_LENGTH = 512
+_FLOAT_MAX = sys.float_info.max
+
+# Control characters (C0, DEL, C1) and lone surrogates: never in a hook or key name.
+# Names and ids are checked with str.isprintable in __post_init__ (faster, and stricter:
+# separators and format characters other than the space are refused too).
+_PRINTABLE_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]*\\Z"
+
+Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH, pattern=_PRINTABLE_PATTERN)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_ID_LENGTH)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=_FLOAT_MAX)]  # finite: inf and NaN refused
+
+# Random bytes are drawn from the OS in blocks (one system call per 1024 ids), as hex.
+_ids_lock = threading.Lock()
+_ids_pool = ""
+_ids_next = 0
 
 
-def _new_prefix() -> None:
-    global _prefix
-    _prefix = os.urandom(6).hex()
+def _forget_ids() -> None:
+    global _ids_pool, _ids_next
+    _ids_pool, _ids_next = "", 0  # a forked child must not reuse its parent's ids
 
 
-os.register_at_fork(after_in_child=_new_prefix)
+os.register_at_fork(after_in_child=_forget_ids)
 
 
 def new_id() -> str:
-    """A new action id: unique across processes and cheap (random prefix + counter)."""
-    return f"{_prefix}-{next(_counter):x}"
+    """A new action id: 128 random bits from the OS as 32 hex characters (unguessable)."""
+    global _ids_pool, _ids_next
+    with _ids_lock:
+        start = _ids_next
+        if start >= len(_ids_pool):
+            _ids_pool, start = os.urandom(16 * 1024).hex(), 0
+        _ids_next = start + 32
+        return _ids_pool[start : start + 32]
 
 
-class Action(msgspec.Struct, frozen=True, omit_defaults=True):
+class Action(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
     """One unit of work: a ``name`` the plan serves and its ``content``.
 
     Besides the payload it carries Echo's built-in controls: ``delay`` (seconds
@@ -46,27 +87,49 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True):
     ``key`` (same key, same Site) and ``ordered`` (never stolen, so actions of
     one key complete in submission order). It holds no code: it can cross
     process boundaries, chain included.
+
+    Checked in the type: names printable (no control characters) and at most
+    ``MAX_NAME_LENGTH`` long, ``delay`` finite and >= 0, ``attempt`` >= 1; ids
+    are random (:func:`new_id`). ``content`` and ``metadata`` are the sender's
+    and are not inspected. Limits that depend on configuration (``max_delay``,
+    ``max_chain``, ``max_action_bytes``) are checked at admission (see
+    :mod:`echo_actors.admission`).
+
+    Who chooses what: a sender controls ``name``, ``content``, ``metadata``,
+    ``delay``, ``hooks``, ``after``, ``next``, ``license``, ``key``,
+    ``ordered`` and ``id`` (the idempotency key); ``attempt`` and
+    ``created_at`` are the system's, reset when an action is admitted.
     """
 
-    name: str
+    name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
     content: Any = None
     metadata: dict[str, Any] = {}
-    delay: float = 0.0
-    hooks: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
+    delay: Seconds = 0.0
+    hooks: tuple[Name, ...] = ()
+    after: tuple[Name, ...] = ()
     next: Action | None = None
-    license: str | None = None
-    attempt: int = 1
-    key: str | None = None
+    license: Annotated[str, msgspec.Meta(max_length=_MAX_LICENSE_LENGTH)] | None = None
+    attempt: Annotated[int, msgspec.Meta(ge=1)] = 1
+    key: Name | None = None
     ordered: bool = False
-    id: str = msgspec.field(default_factory=new_id)
-    created_at: float = msgspec.field(default_factory=time.time)
+    id: Id = msgspec.field(default_factory=new_id)
+    created_at: Seconds = msgspec.field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"Action name must be a non-empty str, not {self.name!r}")
-        if self.delay < 0:
-            raise ValueError(f"Action delay must be >= 0, not {self.delay!r}")
+        # Decoding checks the annotations; these checks hold for actions built in Python too.
+        name = self.name
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Action name must be a non-empty str, not {name!r}")
+        if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+            raise ValueError(
+                f"Action name must be printable and at most {MAX_NAME_LENGTH} characters, "
+                f"not {name[:MAX_NAME_LENGTH]!r}"
+            )
+        if not self.id.isprintable():
+            raise ValueError(f"Action id must be printable, not {self.id!r}")
+        delay = self.delay
+        if not (delay >= 0 and math.isfinite(delay)):
+            raise ValueError(f"Action delay must be a finite number >= 0, not {delay!r}")
         if self.attempt < 1:
             raise ValueError(f"Action attempt must be >= 1, not {self.attempt!r}")
         if self.ordered and self.key is None:
@@ -90,35 +153,92 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True):
         return out
 
     def encode(self, format: Literal["json", "msgpack"] = "json") -> bytes:
-        """Encode as JSON (default) or MessagePack; ``next`` is encoded too."""
-        return _JSON_ENCODER.encode(self) if format == "json" else _MSGPACK_ENCODER.encode(self)
+        """Encode as JSON (default) or MessagePack; ``next`` is encoded too.
+
+        Raises:
+            EncodeError: a value the format cannot carry (an int of 2**64 or
+                more in MessagePack, an object that is not JSON-like), or a
+                chain or content nested too deeply.
+        """
+        try:
+            return _JSON_ENCODER.encode(self) if format == "json" else _MSGPACK_ENCODER.encode(self)
+        except RecursionError:
+            raise EncodeError(
+                f"action {self.id} ({self.name}) is nested too deeply to encode"
+            ) from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EncodeError(f"action {self.id} ({self.name}) cannot be encoded: {exc}") from exc
 
     @classmethod
     def decode(
         cls,
-        data: bytes | bytearray | str,
+        data: bytes | bytearray | memoryview | str,
         format: Literal["json", "msgpack"] = "json",
         *,
         max_bytes: int = MAX_ACTION_BYTES,
+        max_chain: int = MAX_CHAIN,
+        strict: bool = True,
     ) -> Action:
         """Decode an action, validating every field's type.
 
+        ``strict`` (the default, for what people and clients write): a field
+        an Action does not have is refused, naming it. ``strict=False`` drops
+        unknown fields instead, along the whole chain: for data written by a
+        newer version of echo_actors (see the Redis wire format).
+
         Raises:
             DecodeError: the data is larger than ``max_bytes``, is not valid
-                JSON/MessagePack, or does not describe an Action (the message
-                names the offending field).
+                JSON/MessagePack, does not describe an Action (the message
+                names the offending field), or chains more than ``max_chain``
+                actions.
         """
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogatepass")
         if len(data) > max_bytes:
             raise DecodeError(f"encoded action is {len(data)} bytes, over the limit of {max_bytes}")
-        decoder = _JSON_DECODER if format == "json" else _MSGPACK_DECODER
         try:
-            return decoder.decode(data)
+            if strict:
+                decoder = _JSON_DECODER if format == "json" else _MSGPACK_DECODER
+                action = decoder.decode(data)
+            else:
+                action = _lenient(data, format)
         except (msgspec.DecodeError, TypeError, ValueError) as exc:
             raise DecodeError(f"not a valid Action: {exc}") from exc
         except RecursionError:
-            raise DecodeError("not a valid Action: nested too deeply") from None
+            raise DecodeError(
+                "not a valid Action: nested too deeply (its content, or a chain: at most "
+                f"{max_chain} actions)"
+            ) from None
+        length = chain_length(action)
+        if length > max_chain:
+            raise DecodeError(
+                f"not a valid Action: a chain of {length} actions, over the limit of {max_chain}"
+            )
+        return action
+
+
+def chain_length(action: Action) -> int:
+    """How many actions ``action`` chains, itself included (no recursion)."""
+    n = 0
+    current: Action | None = action
+    while current is not None:
+        n += 1
+        current = current.next
+    return n
+
+
+_FIELDS = frozenset(Action.__struct_fields__)
+
+
+def _lenient(data: bytes | bytearray | memoryview, format: str) -> Action:
+    """Decode, dropping fields an Action does not have (along ``next``), then convert."""
+    raw = msgspec.json.decode(data) if format == "json" else msgspec.msgpack.decode(data)
+    top = raw
+    while isinstance(raw, dict):
+        for unknown in [k for k in raw if k not in _FIELDS]:
+            del raw[unknown]
+        raw = raw.get("next")
+    return msgspec.convert(top, Action)
 
 
 _JSON_ENCODER = msgspec.json.Encoder()

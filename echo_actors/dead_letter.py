@@ -24,3 +24,5 @@ class DeadLetter(msgspec.Struct, frozen=True):
     attempts: int
     first_at: float
     failed_at: float
+    admission: str | None = None
+    """The submission it failed in: a requeue is that submission again, not a replay."""

@@ -11,6 +11,7 @@ __all__ = [
     "CrashError",
     "DecodeError",
     "EchoError",
+    "EncodeError",
     "ExecutionError",
     "LicenseError",
     "RoutingError",
@@ -81,6 +82,15 @@ class DecodeError(ValidationError):
     """Bytes that are not a valid encoded Action (malformed, wrong type, too big)."""
 
     kind = "decode"
+
+
+class EncodeError(ValidationError, ValueError):
+    """An action that cannot be encoded: a value the format cannot carry, too big, too deep.
+
+    Also a ValueError, as the size check it replaces was.
+    """
+
+    kind = "encode"
 
 
 def error_kind(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from echo_actors.action import CHAIN_CEILING, MAX_CHAIN
 from echo_actors.plan import RetryPolicy
 from echo_actors.runtime import RUNTIMES
 
@@ -38,6 +40,9 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
       (off by default: logging must not cost more than a no-op action).
     - ``max_dead_letters``: dead letters a Sequence keeps in memory; older ones
       are dropped (and counted) beyond it. Durable productions keep their own.
+    - ``max_delay``: longest ``delay`` (seconds) an admitted action may ask for.
+    - ``max_chain``: most actions in one ``next`` chain, for actions built in
+      Python and decoded alike (at most ``CHAIN_CEILING``).
     """
 
     max_attempts: int = 3
@@ -54,6 +59,8 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_action_bytes: int = 1 << 20
     action_events: bool = False
     max_dead_letters: int = 10_000
+    max_delay: float = 30 * 86400.0
+    max_chain: int = MAX_CHAIN
 
     def __post_init__(self) -> None:
         if self.sites < 1:
@@ -66,6 +73,10 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("max_action_bytes must be >= 1")
         if self.max_dead_letters < 0:
             raise ValueError("max_dead_letters must be >= 0")
+        if not (0 < self.max_delay < math.inf):
+            raise ValueError("max_delay must be a finite number of seconds > 0")
+        if not 1 <= self.max_chain <= CHAIN_CEILING:
+            raise ValueError(f"max_chain must be between 1 and {CHAIN_CEILING}")
         self.retry_policy()  # validates the backoff settings
 
     def retry_policy(self) -> RetryPolicy:

@@ -223,8 +223,8 @@ class Life:
 
     @property
     def fate(self) -> Fate:
-        """The current configuration."""
-        return self.snapshot().fate
+        """The current configuration (the last snapshot Life published; no round trip)."""
+        return self._state.snapshot.fate
 
     def set_fate(self, fate: Fate) -> None:
         """Replace the configuration; running Sites see it from their next action."""

@@ -52,10 +52,19 @@ def events(action: Action, site: Site, call_next: Next) -> Any:
 
 
 def license(action: Action, site: Site, call_next: Next) -> Any:
-    """With license keys in the Fate, refuse an action whose license does not verify."""
+    """With license keys in the Fate, refuse an action whose license does not verify.
+
+    The check is the one at the door, for the action's admission: valid when
+    it was admitted, and its nonces claimed for that admission, so a retry,
+    a crash requeue or a requeued dead letter passes again and a replay does not.
+    """
     keys = site.site_snapshot.fate.license_keys
-    if keys:
-        verify(action, keys)
+    ticket = site.site_ticket
+    context = site.site_context
+    if keys and not (ticket.receipt is not None and context.settler.production.verifies_licenses):
+        admission, admitted_at = context.admission(ticket)
+        verify(action, keys, nonces=context.nonces, admission=admission,
+               now=admitted_at)
     return call_next(action)
 
 

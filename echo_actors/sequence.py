@@ -19,6 +19,7 @@ from echo_actors._messages import Cancel, HandBack, SiteExited, SiteStarted, Sta
 from echo_actors._settle import Settler
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
+from echo_actors.admission import check_admissible
 from echo_actors.dead_letter import DeadLetter
 from echo_actors.dispatcher import Desk, Dispatcher, SiteStats
 from echo_actors.fate import Fate
@@ -376,14 +377,21 @@ class Sequence:
 
         Raises:
             TypeError: ``action`` is not an Action.
+            ValidationError: the Fate does not admit it (delay over ``max_delay``,
+                a chain over ``max_chain``, an encoding over ``max_action_bytes``).
             RuntimeError: the Sequence is shutting down.
         """
         if not isinstance(action, Action):
             raise TypeError(f"expected an Action, got {type(action).__name__}")
         run = self._started()
+        fate = self.life.fate
+        check_admissible(action, fate)
         future = self.runtime.future()
+        ticket = Ticket(action, future)
+        if fate.license_keys:
+            run.context.admit(ticket)
         run.ledger.admit()
-        run.settler.enqueue(Ticket(action, future))
+        run.settler.enqueue(ticket)
         return future
 
     def submit_many(self, actions: Iterable[Action]) -> list[pykka.Future[Any]]:
@@ -396,7 +404,13 @@ class Sequence:
             if not isinstance(action, Action):
                 raise TypeError(f"expected Actions, got a {type(action).__name__}")
         run = self._started()
+        fate = self.life.fate
+        for action in actions:
+            check_admissible(action, fate)
         tickets = [Ticket(action, self.runtime.future()) for action in actions]
+        if fate.license_keys:
+            for ticket in tickets:
+                run.context.admit(ticket)
         run.ledger.admit(len(tickets))
         now: list[Ticket] = []
         for ticket in tickets:
@@ -444,7 +458,14 @@ class Sequence:
         if isinstance(ids, DeadLetter):
             ids = [ids.action.id]
         letters = run.ledger.take_dead(None if ids is None else set(ids))
-        return [self.submit(letter.action.replace(attempt=1)) for letter in letters]
+        futures = []
+        for letter in letters:  # the same admission again: its license is not a replay
+            ticket = Ticket(letter.action.replace(attempt=1), self.runtime.future())
+            run.context.admit(ticket, letter.admission)
+            run.ledger.admit()
+            run.settler.enqueue(ticket)
+            futures.append(ticket.future)
+        return futures
 
     def stats(self) -> Stats:
         """Counts per outcome and per Site (asks the dispatcher)."""

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -12,6 +15,7 @@ from echo_actors._messages import Batch, Done, LifeChanged
 from echo_actors._settle import CANCELLED, COMPLETED, CRASHED, FAILED, Tally
 from echo_actors.action import Action
 from echo_actors.errors import CrashError, RoutingError
+from echo_actors.nonces import MemoryNonceStore
 
 if TYPE_CHECKING:
     from echo_actors._settle import Settler
@@ -38,6 +42,22 @@ class SiteContext:
         self.settler = settler
         self.desk = desk
         self.steps = steps
+        self.nonces = MemoryNonceStore()
+        self._admissions = itertools.count(1)
+        self._token = os.urandom(6).hex()
+
+    def admit(self, ticket: Ticket, admission: str | None = None) -> None:
+        """Record ``ticket``'s admission: now, and a new id unless it is ``admission`` again."""
+        if admission is None:
+            admission = f"{self._token}-{next(self._admissions)}"
+        ticket.admission = (admission, time.time())
+
+    def admission(self, ticket: Ticket) -> tuple[str, float]:
+        """``ticket``'s admission (id, time), given now if it came in without one."""
+        if ticket.admission is None:
+            self.admit(ticket)
+        assert ticket.admission is not None
+        return ticket.admission
 
 
 def crashed_running_an_action(error: BaseException | None) -> bool:
@@ -69,6 +89,9 @@ class Site(pykka.Actor):
 
     site_snapshot: LifeSnapshot
     """Life's hooks and Fate as last pushed to this Site."""
+
+    site_ticket: Ticket
+    """The ticket of the attempt this Site runs now (for pipeline steps)."""
 
     def __init__(self, site_index: int, site_context: SiteContext) -> None:
         super().__init__()
@@ -144,6 +167,7 @@ class Site(pykka.Actor):
 
     def _site_attempt(self, ticket: Ticket, settler: Settler, tally: Tally) -> None:
         outcome, value = CRASHED, None
+        self.site_ticket = ticket
         try:
             value = self._site_call(ticket.action)
             outcome = COMPLETED

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import msgspec
 import pytest
 
-from echo_actors import Action, DecodeError, ValidationError
+from echo_actors import Action, DecodeError, EncodeError, ValidationError
+from echo_actors.action import MAX_CHAIN, MAX_NAME_LENGTH
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,6 +41,25 @@ def test_ids_are_unique() -> None:
     """Every new Action gets an id of its own."""
     ids = {Action("A").id for _ in range(10_000)}
     assert len(ids) == 10_000
+
+
+def test_ids_are_random_and_32_hex_characters() -> None:
+    """Ids are 128 random bits: 32 hex characters, with no shared prefix or counter."""
+    ids = [Action("A").id for _ in range(1000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len({i[:8] for i in ids}) > 990  # a per-process prefix would make this 1
+    # Each of the 128 bits is set in some ids and clear in others.
+    values = [int(i, 16) for i in ids]
+    assert all(0 < sum(v >> bit & 1 for v in values) < len(values) for bit in range(128))
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_decoded_ids_are_bounded(format: str) -> None:
+    """A decoded id longer than 64 characters, empty or with control characters is refused."""
+    for bad in ("x" * 65, "", "a\x00b"):
+        with pytest.raises(DecodeError, match=r"\$\.id|Action id must be printable"):
+            Action.decode(_encode_raw({"name": "A", "id": bad}, format), format)  # type: ignore[arg-type]
+    assert Action.decode(_encode_raw({"name": "A", "id": "x" * 64}, format), format).id == "x" * 64  # type: ignore[arg-type]
 
 
 def test_defaults() -> None:
@@ -113,15 +136,36 @@ def test_actions_are_frozen() -> None:
         ({"name": 5}, TypeError),
         ({"name": None}, TypeError),
         ({"name": "A", "delay": -0.1}, ValueError),
+        ({"name": "A", "delay": math.nan}, ValueError),
+        ({"name": "A", "delay": math.inf}, ValueError),
+        ({"name": "A\x00"}, ValueError),
+        ({"name": "A\nB"}, ValueError),
+        ({"name": "\ud800"}, ValueError),
+        ({"name": "A" * (MAX_NAME_LENGTH + 1)}, ValueError),
         ({"name": "A", "attempt": 0}, ValueError),
         ({"name": "A", "ordered": True}, ValueError),
     ],
-    ids=["empty-name", "int-name", "none-name", "negative-delay", "attempt-0", "ordered-no-key"],
+    ids=["empty-name", "int-name", "none-name", "negative-delay", "nan-delay", "inf-delay",
+         "nul-in-name", "newline-in-name", "lone-surrogate-name", "long-name", "attempt-0",
+         "ordered-no-key"],
 )
 def test_invalid_construction_raises(kwargs: dict[str, object], error: type[Exception]) -> None:
-    """Bad names, a negative delay, attempt 0 and an ordered action without a key are refused."""
-    with pytest.raises(error):
+    """Bad names, a NaN, infinite or negative delay, attempt 0, ordered without a key: refused."""
+    with pytest.raises(error, match=r"name|delay|attempt|key"):
         Action(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("delay", [math.nan, math.inf, -math.inf, -1.0])
+def test_replace_refuses_a_bad_delay_naming_it(delay: float) -> None:
+    """A copy made with replace is checked like a new action, and the error names `delay`."""
+    with pytest.raises(ValueError, match="delay"):
+        Action("A").replace(delay=delay)
+
+
+def test_printable_names_of_any_script_are_fine() -> None:
+    """Names are checked for control characters only: spaces and other scripts are welcome."""
+    for name in ("Send mail", "письмо", "メール", "a" * MAX_NAME_LENGTH):
+        assert Action(name).name == name
 
 
 def test_ordered_with_a_key_is_fine() -> None:
@@ -199,28 +243,107 @@ def test_decode_oversized_by_default() -> None:
         Action.decode(data)
 
 
-def test_decode_deeply_nested_chain_does_not_crash() -> None:
-    """A 10,000-level `next` chain, as JSON text, decodes or raises DecodeError: nothing else."""
-    depth = 10_000
-    text = '{"name": "A", "next": ' * depth + '{"name": "Z"}' + "}" * depth
-    try:
-        action = Action.decode(text.encode())
-    except DecodeError:
-        return
-    assert len(action.chain()) == depth + 1
-
-
-def test_decode_deeply_nested_msgpack_chain_does_not_crash() -> None:
-    """The same 10,000-level chain as MessagePack decodes or raises DecodeError."""
-    depth = 10_000
+def _nested(depth: int, format: str) -> bytes:
+    """A chain of ``depth + 1`` actions, written by hand (no encoder involved)."""
+    if format == "json":
+        return ('{"name": "A", "next": ' * depth + '{"name": "Z"}' + "}" * depth).encode()
     # fixmap of 2 entries: "name": "A", "next": <the rest>
-    prefix = b"\x82\xa4name\xa1A\xa4next"
-    data = prefix * depth + b"\x81\xa4name\xa1Z"
-    try:
-        action = Action.decode(data, "msgpack")
-    except DecodeError:
-        return
-    assert len(action.chain()) == depth + 1
+    return b"\x82\xa4name\xa1A\xa4next" * depth + b"\x81\xa4name\xa1Z"
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_decode_10000_deep_chain_is_refused_clearly(format: str) -> None:
+    """A 10,000-level `next` chain is a DecodeError saying it is nested too deeply."""
+    with pytest.raises(DecodeError, match="nested too deeply"):
+        Action.decode(_nested(10_000, format), format)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_decode_obeys_the_chain_limit(format: str) -> None:
+    """A chain of MAX_CHAIN actions decodes; one more is refused naming the limit."""
+    assert len(Action.decode(_nested(MAX_CHAIN - 1, format), format).chain()) == MAX_CHAIN  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match=f"chain of {MAX_CHAIN + 1} actions"):
+        Action.decode(_nested(MAX_CHAIN, format), format)  # type: ignore[arg-type]
+    decoded = Action.decode(_nested(99, format), format, max_chain=100)  # type: ignore[arg-type]
+    assert len(decoded.chain()) == 100
+
+
+def test_encoding_a_10000_deep_chain_is_an_encode_error() -> None:
+    """A chain built in Python too deep to encode raises EncodeError, not RecursionError."""
+    action = Action("Z")
+    for _ in range(10_000):
+        action = Action("A", next=action)
+    for format in FORMATS:
+        with pytest.raises(EncodeError, match="nested too deeply"):
+            action.encode(format)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "pattern"),
+    [
+        ({"name": "A", "delay": 1e400}, r"\$\.delay"),  # JSON's way to say inf
+        ({"name": "A", "delay": -1}, r"\$\.delay"),
+        ({"name": "A\x00"}, r"Action name must be printable"),
+        ({"name": "A", "next": {"name": "\u200b"}}, r"Action name must be printable.*\$\.next"),
+        ({"name": "A", "hooks": ["ok", "b\x07d"]}, r"\$\.hooks"),
+        ({"name": "A", "key": "k\x1b"}, r"\$\.key"),
+        ({"name": "A" * (MAX_NAME_LENGTH + 1)}, r"\$\.name"),
+        ({"name": "A", "next": {"name": "B", "delay": -5}}, r"\$\.next\.delay"),
+    ],
+    ids=["inf-delay", "negative-delay", "nul-name", "zero-width-name-in-next", "bell-in-hook",
+         "escape-in-key", "long-name", "bad-delay-in-next"],
+)
+@pytest.mark.parametrize("format", FORMATS)
+def test_decode_refuses_bad_controls_naming_the_field(
+    raw: dict[str, object], pattern: str, format: str
+) -> None:
+    """Control fields out of range are a DecodeError naming the field (its path or its name)."""
+    with pytest.raises(DecodeError, match=pattern):
+        Action.decode(_encode_raw(raw, format), format)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("delay", [math.nan, math.inf])
+def test_msgpack_nan_and_inf_delay_are_refused(delay: float) -> None:
+    """MessagePack can carry NaN and inf: both are refused, naming `$.delay`."""
+    with pytest.raises(DecodeError, match=r"\$\.delay"):
+        Action.decode(msgspec.msgpack.encode({"name": "A", "delay": delay}), "msgpack")
+
+
+def test_json_nan_literal_is_refused() -> None:
+    """A bare NaN in JSON is not JSON: DecodeError."""
+    with pytest.raises(DecodeError):
+        Action.decode(b'{"name": "A", "delay": NaN}')
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_unknown_fields_are_refused_naming_them(format: str) -> None:
+    """Strict by default: a misspelt field, at the top or in the chain, is named in the error."""
+    with pytest.raises(DecodeError, match="dealy"):
+        Action.decode(_encode_raw({"name": "A", "dealy": 5}, format), format)  # type: ignore[arg-type]
+    raw = {"name": "A", "next": {"name": "B", "bogus": 1}}
+    with pytest.raises(DecodeError, match=r"bogus.*\$\.next"):
+        Action.decode(_encode_raw(raw, format), format)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_lenient_decoding_drops_unknown_fields(format: str) -> None:
+    """strict=False (data from a newer version) drops unknown fields along the chain."""
+    raw = {"name": "A", "later": 1, "next": {"name": "B", "trace": "x", "content": 2}}
+    action = Action.decode(_encode_raw(raw, format), format, strict=False)  # type: ignore[arg-type]
+    assert action.name == "A" and action.next is not None
+    assert (action.next.name, action.next.content) == ("B", 2)
+    with pytest.raises(DecodeError, match=r"\$\.next\.delay"):
+        bad = {"name": "A", "next": {"name": "B", "delay": -1, "later": 1}}
+        Action.decode(_encode_raw(bad, format), format, strict=False)  # type: ignore[arg-type]
+
+
+def test_msgpack_cannot_carry_2_to_the_64_an_encode_error_names_the_action() -> None:
+    """An int of 2**64 in content is an EncodeError (a ValidationError) naming the action."""
+    action = Action("Big", {"n": 2**64})
+    with pytest.raises(EncodeError, match=action.id) as info:
+        action.encode("msgpack")
+    assert isinstance(info.value, ValidationError)
+    assert Action.decode(action.encode("json")).content == {"n": 2**64}  # JSON can
 
 
 @pytest.mark.parametrize(

@@ -135,6 +135,8 @@ def test_default_fate() -> None:
     try:
         assert not life.started
         assert life.fate == Fate()
+        assert not life.started  # the Fate is read from the last snapshot, no round trip
+        assert life.hooks() == []
         assert life.started
     finally:
         life.stop()

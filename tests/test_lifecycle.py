@@ -30,6 +30,7 @@ from echo_actors import (
     Sequence,
     Signature,
     Site,
+    ValidationError,
     sign,
 )
 from echo_actors._messages import Done
@@ -247,8 +248,7 @@ def test_logging_that_raises_strands_nothing(made: list[Sequence]) -> None:
         sequence = Sequence(_plan(Flaky=flaky), sites=2,
                             fate=FAST.replace(max_attempts=2, action_events=True))
         made.append(sequence.start())
-        futures = [sequence.submit(Action("Flaky", n, metadata={"x": "\ud800"}))
-                   for n in range(30)]
+        futures = [sequence.submit(Action("Flaky", n)) for n in range(30)]
         outcomes = Counter(_outcome(f) for f in futures)
         assert outcomes == {"completed": 20, "dead": 10}
         assert sequence.join(LIMIT)
@@ -519,15 +519,34 @@ def test_system_exit_in_a_function_is_its_failure(made: list[Sequence]) -> None:
     assert other.submit(Action("Echo", 2)).get(timeout=LIMIT) == 2
 
 
-# 15. No scheduler dies of one bad value.
+# 15. No scheduler dies of one bad value; the door refuses the worst.
+
+
+@pytest.mark.parametrize("delay", [float("nan"), float("inf"), -1.0])
+def test_impossible_delays_are_refused_when_built(delay: float) -> None:
+    """NaN, inf and negative delays never reach a Sequence: the Action refuses them."""
+    with pytest.raises(ValueError, match="delay"):
+        Action("Echo", 1, delay=delay)
+
+
+def test_delays_over_the_fate_limit_are_refused_at_submit(made: list[Sequence]) -> None:
+    """A delay over Fate.max_delay: submit and submit_many raise, nothing is accepted."""
+    sequence = Sequence(_plan(Echo=lambda x: x), sites=1, fate=Fate(max_delay=60.0))
+    made.append(sequence.start())
+    with pytest.raises(ValidationError, match="max_delay"):
+        sequence.submit(Action("Echo", 1, delay=61.0))
+    with pytest.raises(ValidationError, match="max_delay"):
+        sequence.submit_many([Action("Echo", 2), Action("Echo", 3, delay=1e12)])
+    assert sequence.stats().accepted == 0
 
 
 @pytest.mark.parametrize("runtime", ["thread", "gevent"])
 def test_far_delays_do_not_kill_the_timers(made: list[Sequence], runtime: str) -> None:
-    """Delays of 1e12 s and inf wait; a later short delay still runs; shutdown hands them back."""
-    sequence = Sequence(_plan(Echo=lambda x: x), sites=1, runtime=runtime)
+    """Delays of 1e12 s and 1e300 s wait; a later short delay still runs; shutdown hands back."""
+    sequence = Sequence(_plan(Echo=lambda x: x), sites=1, runtime=runtime,
+                        fate=Fate(max_delay=1e308))
     made.append(sequence.start())
-    far = [sequence.submit(Action("Echo", n, delay=d)) for n, d in enumerate([1e12, float("inf")])]
+    far = [sequence.submit(Action("Echo", n, delay=d)) for n, d in enumerate([1e12, 1e300])]
     assert sequence.submit(Action("Echo", "soon", delay=0.01)).get(timeout=LIMIT) == "soon"
     handed_back = sequence.shutdown(drain=False, timeout=LIMIT)
     assert sorted(a.content for a in handed_back) == [0, 1]

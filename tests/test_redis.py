@@ -466,7 +466,7 @@ def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path)
     assert b"submitted 2, bad lines 2" in result.stdout
     assert b"line 2:" in result.stderr and b"line 4:" in result.stderr
     [(_, fields)] = client.xrange(stream)
-    verify(Action.decode(fields[b"a"], "msgpack"), ["k1"])
+    verify(RedisProduction(client, stream=stream, fate=Fate()).decode(fields[b"a"]), ["k1"])
     result = cli("submit", "-", stdin=b'{"name": "Record", "content": 5}\n')
     assert result.returncode == 0 and b"submitted 1, bad lines 0" in result.stdout
 

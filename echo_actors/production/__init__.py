@@ -33,6 +33,9 @@ class Production:
     acknowledges: ClassVar[bool] = False
     """Whether Sites must call :meth:`ack` for every completed ticket (durable productions)."""
 
+    verifies_licenses: ClassVar[bool] = False
+    """Whether the tickets it delivers were checked at its own door (license, nonce, expiry)."""
+
     stores_dead_letters: ClassVar[bool] = False
     """Whether :meth:`bury` keeps dead letters (then the Sequence keeps none in memory)."""
 

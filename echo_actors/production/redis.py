@@ -3,8 +3,8 @@
 
 Layout (``stream`` defaults to ``"echo"``):
 
-- ``echo``: the stream of pending actions, one MessagePack-encoded Action per
-  entry (field ``a``; ``w=1`` marks an entry that has waited its delay
+- ``echo``: the stream of pending actions, one entry each (field ``a``, the
+  wire format below; ``w=1`` marks an entry that has waited its delay
   already). Workers read it as consumers of one consumer group.
 - ``echo:delayed``: a sorted set of actions waiting for their delay or retry
   backoff, scored by their due time on the Redis server's clock. Every worker
@@ -24,9 +24,28 @@ heartbeat keeps claims on running entries fresh. ``Action.id`` is the
 idempotency key: it survives retries, redelivery, requeues and moves through
 the sorted set, so a function with side effects can record the ids it has done.
 
+Wire format (``FORMAT_VERSION`` 1): a MessagePack array ``[version, attempt,
+action, admission]``. ``attempt`` and ``admission`` are the workers'
+bookkeeping: :meth:`RedisProduction.assign` always writes 1 and ``""``, so
+what a submitter puts in ``Action.attempt`` never counts; a worker that parks
+a retry or gives an entry back writes the attempt it counted and the
+admission (the id of the entry the action was first read from), which is what
+a license's nonce is recorded against. An action from a writer of the same or
+an older version is decoded strictly (an unknown field is a mistake: dead
+letter naming it); one from a newer version has the fields this version does
+not know dropped. Rolling upgrade rule: **upgrade the workers first**, then
+the submitters, so that no worker meets a field it would drop. Entries
+written before the envelope (a bare Action map) are still read, attempt 1.
+
 Entries are decoded with typed msgspec decoding (never pickle); an entry that
-is malformed or larger than ``Fate.max_action_bytes`` is dead-lettered with
-kind ``"decode"`` and acknowledged at once, and the worker carries on.
+is malformed, larger than ``Fate.max_action_bytes`` or chains more than
+``Fate.max_chain`` actions is dead-lettered with kind ``"decode"``. When it
+is first read, an action is admitted: ``created_at`` is reset, a delay over
+``Fate.max_delay`` is dead-lettered (kind ``"validation"``) and, with license
+keys, its license is verified and its nonce claimed in Redis for this
+admission (kind ``"license"`` when refused: an expired or replayed license, or
+a nonce the store could not record). Whoever can write to the Redis server
+directly is trusted as much as a worker.
 """
 
 from __future__ import annotations
@@ -37,7 +56,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 import redis
@@ -45,12 +64,26 @@ import structlog
 
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
+from echo_actors.admission import admit, check_limits
 from echo_actors.dead_letter import DeadLetter
-from echo_actors.errors import DecodeError
+from echo_actors.errors import DecodeError, EchoError, EncodeError, ValidationError
 from echo_actors.fate import Fate
+from echo_actors.license import verify
+from echo_actors.nonces import DEFAULT_WINDOW, NonceStore, NonceStoreError
 from echo_actors.production import Production
 
-__all__ = ["ConsumerStats", "RedisProduction", "RedisStats", "StoredDeadLetter"]
+__all__ = [
+    "FORMAT_VERSION",
+    "AssignError",
+    "ConsumerStats",
+    "RedisNonceStore",
+    "RedisProduction",
+    "RedisStats",
+    "StoredDeadLetter",
+]
+
+FORMAT_VERSION = 1
+"""The version of the wire format this module writes (see the module's docstring)."""
 
 _log = structlog.get_logger("echo_actors.redis")
 
@@ -66,7 +99,8 @@ class StoredDeadLetter(msgspec.Struct, frozen=True):
 
     ``action`` is None when the entry never decoded (kind ``"decode"``); then
     ``raw`` holds its first bytes and ``size`` its length. ``entry_id`` is the
-    dead stream's entry, ``source`` the work stream's entry it came from.
+    dead stream's entry, ``source`` the work stream's entry it came from,
+    ``admission`` the entry it was first read from (kept when requeued).
     """
 
     kind: str
@@ -79,6 +113,7 @@ class StoredDeadLetter(msgspec.Struct, frozen=True):
     source: str = ""
     consumer: str = ""
     entry_id: str = ""
+    admission: str = ""
 
 
 class ConsumerStats(msgspec.Struct, frozen=True):
@@ -99,6 +134,113 @@ class RedisStats(msgspec.Struct, frozen=True):
     consumers: list[ConsumerStats]
     delayed: int
     dead_letters: int
+
+
+class AssignError(ValidationError):
+    """Some actions given to :meth:`RedisProduction.assign_many` were refused; the rest were added.
+
+    ``ids`` has one stream entry id per action given, in order (``""`` for a
+    delayed one, None for a refused one); ``refused`` lists ``(index, action,
+    error)`` for each refused action.
+    """
+
+    def __init__(
+        self, ids: list[str | None], refused: list[tuple[int, Any, EchoError]]
+    ) -> None:
+        self.ids = ids
+        self.refused = refused
+        shown = "; ".join(f"#{index}: {error}" for index, _, error in refused[:5])
+        more = f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
+        super().__init__(f"{len(refused)} of {len(ids)} actions refused: {shown}{more}")
+
+
+class _Envelope(msgspec.Struct, array_like=True, frozen=True):
+    """The wire format: version, attempt, the action, admission; newer versions append."""
+
+    v: int
+    n: Annotated[int, msgspec.Meta(ge=1)]
+    a: msgspec.Raw
+    admission: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+_WIRE_ENCODER = msgspec.msgpack.Encoder()
+_ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope)
+_MAP_MARKERS = frozenset((*range(0x80, 0x90), 0xDE, 0xDF))
+
+
+def _encode_wire(action: Action, attempt: int, admission: str) -> bytes:
+    try:
+        return _WIRE_ENCODER.encode((FORMAT_VERSION, attempt, action, admission))
+    except RecursionError:
+        raise EncodeError(f"action {action.id} ({action.name}) is nested too deeply") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"action {action.id} ({action.name}) cannot be encoded: {exc}") from exc
+
+
+def _decode_wire(payload: bytes, max_bytes: int, max_chain: int) -> tuple[Action, int, str]:
+    """The action, the attempt and the admission an entry's payload holds.
+
+    Raises:
+        DecodeError: malformed, too big, too deep, or an unknown field from a
+            writer that is not newer than this version.
+    """
+    if len(payload) > max_bytes:
+        raise DecodeError(f"encoded action is {len(payload)} bytes, over the limit of {max_bytes}")
+    if payload and payload[0] in _MAP_MARKERS:  # a bare Action, written before the envelope
+        return Action.decode(payload, "msgpack", max_bytes=max_bytes, max_chain=max_chain), 1, ""
+    try:
+        envelope = _ENVELOPE_DECODER.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"not a valid entry: {exc}") from exc
+    action = Action.decode(
+        envelope.a, "msgpack", max_bytes=max_bytes, max_chain=max_chain,
+        strict=envelope.v <= FORMAT_VERSION,
+    )
+    return action, envelope.n, envelope.admission
+
+
+# KEYS[1]=the nonce's key; ARGV[1]=admission, ARGV[2]=time to keep it (ms). 1: recorded
+# now or already for this admission; 0: another admission holds it.
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+"""
+
+
+class RedisNonceStore:
+    """License nonces recorded in Redis (SET NX with a TTL), shared by every worker.
+
+    ``prefix`` is shared by every stream by default, so a license used on one
+    stream cannot be replayed on another. Any Redis error is raised as a
+    :class:`NonceStoreError`: the action is refused (fail closed).
+    """
+
+    def __init__(
+        self, client: Any, prefix: str = "echo_actors:nonce:", window: float = DEFAULT_WINDOW
+    ) -> None:
+        if not window > 0:
+            raise ValueError("window must be > 0 seconds")
+        self.window = window
+        self.prefix = prefix
+        self._client = client
+        self._claim = client.register_script(_CLAIM)
+
+    def claim(self, nonce: str, admission: str, expires_at: float) -> bool:
+        """Record ``nonce`` for ``admission`` until the expiry plus the window."""
+        keep_ms = max(1, int((expires_at + self.window - time.time()) * 1000))
+        try:
+            return bool(self._claim(keys=[self.prefix + nonce], args=[admission, keep_ms]))
+        except redis.RedisError as exc:
+                raise NonceStoreError(f"Redis: {exc}") from exc
+
+    def holds(self, nonce: str, admission: str) -> bool:
+        """Whether ``nonce`` is recorded for ``admission``."""
+        try:
+            held = self._client.get(self.prefix + nonce)
+        except redis.RedisError as exc:
+            raise NonceStoreError(f"Redis: {exc}") from exc
+        return held is not None and _text(held) == admission
 
 
 _DEAD_ENCODER = msgspec.msgpack.Encoder()
@@ -239,7 +381,9 @@ class RedisProduction(Production):
     ``max_action_bytes`` (larger entries are refused) and ``max_attempts``
     (deliveries to workers that died count as attempts); default
     :meth:`Fate.load`. ``visibility_timeout``: seconds an entry may stay
-    unacknowledged on a silent consumer before others claim it.
+    unacknowledged on a silent consumer before others claim it. ``nonces``:
+    where license nonces are claimed when license keys are set (default: a
+    :class:`RedisNonceStore` on the same server).
 
     Delivery is at-least-once; ``Action.id`` is the idempotency key. Under
     the gevent runtime, monkey-patch the process (the worker command does),
@@ -248,6 +392,7 @@ class RedisProduction(Production):
 
     acknowledges: ClassVar[bool] = True
     stores_dead_letters: ClassVar[bool] = True
+    verifies_licenses: ClassVar[bool] = True  # license, nonce and expiry, at the first read
 
     def __init__(
         self,
@@ -265,6 +410,7 @@ class RedisProduction(Production):
         delay_poll: float = 0.05,
         delete_acked: bool = True,
         dead_maxlen: int | None = 100_000,
+        nonces: NonceStore | None = None,
     ) -> None:
         if not stream or not group:
             raise ValueError("stream and group must be non-empty")
@@ -293,6 +439,7 @@ class RedisProduction(Production):
         self.delay_poll = delay_poll
         self.delete_acked = delete_acked
         self.dead_maxlen = dead_maxlen
+        self.nonces: NonceStore = nonces if nonces is not None else RedisNonceStore(self._client)
         self.counts: Counter[str] = Counter()
         """Running totals: fetched, claimed, acked, dead_lettered, deferred, released, moved,
         parked, heartbeats and claim_scans (rounds of those two)."""
@@ -309,6 +456,7 @@ class RedisProduction(Production):
         self._gate = threading.Lock()
         self._consuming = False
         self._held: set[str] = set()
+        self._admissions: dict[str, str] = {}  # receipt -> admission, under _held_lock
         self._held_lock = threading.Lock()
         self._room = threading.Event()
         self._active = threading.Event()
@@ -329,42 +477,65 @@ class RedisProduction(Production):
     # Submitting (any process)
 
     def encode(self, action: Action) -> bytes:
-        """The bytes :meth:`assign` adds for ``action``.
+        """The bytes :meth:`assign` adds for ``action`` (attempt 1, not admitted yet).
 
         Raises:
-            TypeError: ``action`` is not an Action.
-            ValueError: it encodes to more than ``Fate.max_action_bytes``.
+            ValidationError: ``action`` is not an Action, chains more than
+                ``Fate.max_chain`` actions or asks for a delay over ``Fate.max_delay``.
+            EncodeError: it cannot be encoded (an int of 2**64 or more, too
+                deep) or encodes to more than ``Fate.max_action_bytes``.
         """
-        if not isinstance(action, Action):
-            raise TypeError(f"expected an Action, got {type(action).__name__}")
-        payload = action.encode("msgpack")
+        check_limits(action, self.fate)
+        payload = _encode_wire(action, 1, "")
         if len(payload) > self.max_action_bytes:
-            raise ValueError(
+            raise EncodeError(
                 f"action {action.id} ({action.name}) encodes to {len(payload)} bytes, "
                 f"over the limit of {self.max_action_bytes}"
             )
         return payload
 
+    def decode(self, payload: bytes) -> Action:
+        """The action in a stream entry's payload, as :meth:`encode` wrote it.
+
+        Raises:
+            DecodeError: not a valid entry (the message says why).
+        """
+        return _decode_wire(payload, self.max_action_bytes, self.fate.max_chain)[0]
+
     def assign(self, action: Action) -> None:
         """Add ``action`` to the stream (to the sorted set when it has a delay).
 
         Raises:
-            TypeError: ``action`` is not an Action.
-            ValueError: it encodes to more than ``Fate.max_action_bytes``.
+            ValidationError: ``action`` is refused (see :meth:`encode`): nothing is added.
         """
-        self.assign_many([action])
+        try:
+            self.assign_many([action])
+        except AssignError as exc:
+            raise exc.refused[0][2] from None
 
     def assign_many(self, actions: Iterable[Action]) -> list[str]:
         """Add several actions in pipelines; returns the stream entry ids ('' for delayed ones).
 
+        Each action is checked on its own (see :meth:`encode`): the good ones
+        are added even when some are refused.
+
         Raises:
-            TypeError: one is not an Action (nothing is added).
-            ValueError: one is too large (nothing is added).
+            AssignError: some were refused (after the others were added); it
+                holds the entry ids and, per refused action, its index and error.
         """
-        items = [(action.delay, self.encode(action)) for action in actions]
-        ids: list[str] = []
-        for start in range(0, len(items), _CHUNK):
-            chunk = items[start : start + _CHUNK]
+        items: list[tuple[float, bytes] | None] = []
+        refused: list[tuple[int, Any, EchoError]] = []
+        for index, action in enumerate(actions):
+            try:
+                payload = self.encode(action)
+                items.append((action.delay, payload))
+            except EchoError as exc:
+                items.append(None)
+                refused.append((index, action, exc))
+        good = [item for item in items if item is not None]
+        added: list[str] = []
+        for start in range(0, len(good), _CHUNK):
+            chunk = good[start : start + _CHUNK]
             pipe = self._client.pipeline(transaction=False)
             parked: list[Any] = []
             for delay, payload in chunk:
@@ -377,8 +548,14 @@ class RedisProduction(Production):
                            args=[self.group, "0", *parked], client=pipe)
             replies = iter(pipe.execute())
             for delay, _ in chunk:
-                ids.append("" if delay > 0 else _text(next(replies)))
-        return ids
+                added.append("" if delay > 0 else _text(next(replies)))
+        if not refused:
+            return added
+        ids: list[str | None] = []
+        taken = iter(added)
+        for item in items:
+            ids.append(None if item is None else next(taken))
+        raise AssignError(ids, refused)
 
     # Consuming (the Sequence bound to this production)
 
@@ -431,6 +608,8 @@ class RedisProduction(Production):
             return
         with self._held_lock:
             self._held.difference_update(receipts)
+            for receipt in receipts:
+                self._admissions.pop(receipt, None)
             room = self.read_ahead - len(self._held)
         with self._out_lock:
             self._out_ids.extend(receipts)
@@ -446,8 +625,20 @@ class RedisProduction(Production):
         return StoredDeadLetter(
             kind=letter.error_kind, message=letter.message, attempts=letter.attempts,
             failed_at=letter.failed_at, action=letter.action, source=source,
-            consumer=self.consumer,
+            consumer=self.consumer, admission=self._admission_of(source),
         )
+
+    def _admission_of(self, receipt: str | None) -> str:
+        """The admission a held entry belongs to ('' for an action not read from the stream)."""
+        if not receipt:
+            return ""
+        with self._held_lock:
+            return self._admissions.get(receipt, "")
+
+    def _wire(self, ticket: Ticket) -> bytes:
+        """``ticket``'s action as workers write it back: its attempt and admission kept."""
+        action = ticket.action
+        return _encode_wire(action, action.attempt, self._admission_of(ticket.receipt))
 
     def defer(self, ticket: Ticket, delay: float) -> bool:
         """Park ``ticket``'s action in the sorted set for ``delay`` seconds and ack its entry.
@@ -461,9 +652,9 @@ class RedisProduction(Production):
         try:
             self._park(keys=[self.delayed_key, self.stream], args=[
                 self.group, "1" if self.delete_acked else "0",
-                repr(max(0.0, delay)), ticket.action.encode("msgpack"), receipt,
+                repr(max(0.0, delay)), self._wire(ticket), receipt,
             ])
-        except redis.RedisError as exc:
+        except (redis.RedisError, EncodeError) as exc:
             self._log.warning("defer_failed", action_id=ticket.action.id, error=str(exc))
             return False
         self._count("deferred", 1)
@@ -482,7 +673,10 @@ class RedisProduction(Production):
             return
         args: list[Any] = []
         for ticket in give:
-            args.extend((ticket.receipt or "", ticket.action.encode("msgpack"), "1"))
+            try:
+                args.extend((ticket.receipt or "", self._wire(ticket), "1"))
+            except EncodeError as exc:  # built in this process; it cannot go to Redis
+                self._log.warning("release_failed", action_id=ticket.action.id, error=str(exc))
         try:
             self._release_args(args)
         except redis.RedisError as exc:  # they stay pending: claimed after the timeout
@@ -502,6 +696,8 @@ class RedisProduction(Production):
             return
         with self._held_lock:
             self._held.difference_update(receipts)
+            for receipt in receipts:
+                self._admissions.pop(receipt, None)
             room = self.read_ahead - len(self._held)
         if room >= self._low_water():
             self._room.set()
@@ -650,8 +846,13 @@ class RedisProduction(Production):
             self._deliver(entries, None)
 
     def _deliver(self, entries: list[tuple[Any, Any]], deliveries: list[int] | None) -> None:
-        """Decode entries and queue them; park delayed ones, dead-letter bad ones."""
+        """Decode and admit entries and queue them; park delayed ones, dead-letter bad ones.
+
+        The attempt comes from the workers' bookkeeping (the envelope's attempt
+        plus the deliveries Redis counted), never from the submitted action.
+        """
         tickets: list[Ticket] = []
+        admissions: list[str] = []
         parked: list[Any] = []
         dead: list[StoredDeadLetter] = []
         dead_ids: list[str] = []
@@ -663,28 +864,44 @@ class RedisProduction(Production):
             try:
                 if payload is None:
                     raise DecodeError("stream entry has no 'a' field")
-                action = Action.decode(payload, "msgpack", max_bytes=limit)
+                action, attempt, admission = _decode_wire(payload, limit, self.fate.max_chain)
             except DecodeError as exc:
                 dead.append(self._undecodable(entry_id, fields, payload, str(exc), deliveries,
                                               index))
                 dead_ids.append(entry_id)
                 continue
+            if not admission:  # first read of a submitted action: this entry admits it
+                admission = entry_id
+                action = admit(action)
             if deliveries is not None:
-                attempt = action.attempt + deliveries[index] - 1
+                attempt += deliveries[index] - 1
                 if attempt > max_attempts:
                     dead.append(StoredDeadLetter(
                         kind="crash", attempts=attempt - 1, failed_at=time.time(),
                         message=f"delivered {deliveries[index]} times without an "
                         "acknowledgement (the workers holding it stopped)",
                         action=action, source=entry_id, consumer=self.consumer,
+                        admission=admission,
                     ))
                     dead_ids.append(entry_id)
                     continue
+            if action.attempt != attempt:
                 action = action.replace(attempt=attempt)
-            if action.delay > 0 and b"w" not in fields:
-                parked.extend((repr(action.delay), payload, entry_id))
+            refusal = self._refusal(action, admission)
+            if refusal is not None:
+                dead.append(StoredDeadLetter(
+                    kind=refusal.kind, message=str(refusal), attempts=attempt,
+                    failed_at=time.time(), action=action, source=entry_id,
+                    consumer=self.consumer, admission=admission,
+                ))
+                dead_ids.append(entry_id)
                 continue
-            tickets.append(Ticket(action, receipt=entry_id))
+            if action.delay > 0 and b"w" not in fields:
+                parked.extend((repr(action.delay), _encode_wire(action, attempt, admission),
+                               entry_id))
+                continue
+            tickets.append(Ticket(action, receipt=entry_id, admission=(admission, time.time())))
+            admissions.append(admission)
         if dead:
             self._write(dead_ids, dead)
             self._log.warning("entries_dead_lettered", count=len(dead),
@@ -699,6 +916,9 @@ class RedisProduction(Production):
             if self._consuming:
                 with self._held_lock:
                     self._held.update(t.receipt for t in tickets)
+                    self._admissions.update(
+                        zip((t.receipt for t in tickets), admissions, strict=True)
+                    )
                 self._count("fetched", len(tickets))
                 if self._accept is not None:
                     self._accept(len(tickets))
@@ -706,9 +926,21 @@ class RedisProduction(Production):
                 return
         # Stopped reading meanwhile: give them back at once.
         args: list[Any] = []
-        for ticket in tickets:
-            args.extend((ticket.receipt, ticket.action.encode("msgpack"), "1"))
+        for ticket, admission in zip(tickets, admissions, strict=True):
+            args.extend((ticket.receipt, _encode_wire(ticket.action, ticket.action.attempt,
+                                                      admission), "1"))
         self._release_args(args)
+
+    def _refusal(self, action: Action, admission: str) -> EchoError | None:
+        """Why the door refuses ``action`` (a delay too long, its license), or None."""
+        try:
+            check_limits(action, self.fate)
+            keys = self.fate.license_keys
+            if keys:
+                verify(action, keys, nonces=self.nonces, admission=admission)
+        except EchoError as exc:
+            return exc
+        return None
 
     def _undecodable(
         self, entry_id: str, fields: Any, payload: Any, message: str,
@@ -889,7 +1121,7 @@ class RedisProduction(Production):
             args: list[Any] = []
             for letter in chunk:
                 assert letter.action is not None
-                args.extend((letter.entry_id, letter.action.replace(attempt=1).encode("msgpack")))
+                args.extend((letter.entry_id, _encode_wire(letter.action, 1, letter.admission)))
             requeued = {_text(i) for i in self._requeue(keys=[self.dead_key, self.stream],
                                                         args=args)}
             done.extend(letter for letter in chunk if letter.entry_id in requeued)
