@@ -471,9 +471,10 @@ class Faults:
     ``match(actor)`` picks the actors that may fail (default: all but
     supervisors); :meth:`kinds` builds one from class names (``"Site"``,
     ``"Dispatcher"``, ``"_LifeActor"``). Crashes hit messages that were told;
-    with ``asks`` also asked ones (the asker then gets the error as the
-    actor dies). Whatever was injected is listed in :attr:`injected` as
-    ``(virtual time, fault, actor class, message type)``.
+    with ``asks`` (True, or a predicate like ``match``) also asked ones: the
+    asker then gets the error as the actor dies. Whatever was injected is
+    listed in :attr:`injected` as ``(virtual time, fault, actor class,
+    message type)``.
     """
 
     def __init__(
@@ -485,7 +486,7 @@ class Faults:
         delay: float = 0.0,
         max_delay: float = 1.0,
         match: Callable[[pykka.Actor], bool] | None = None,
-        asks: bool = False,
+        asks: bool | Callable[[pykka.Actor], bool] = False,
         max_crashes: int = 10,
         max_delays: int = 100,
     ) -> None:
@@ -501,7 +502,7 @@ class Faults:
         self.delay = delay
         self.max_delay = max_delay
         self.match = match if match is not None else _not_supervisor
-        self.asks = asks
+        self.asks: Callable[[pykka.Actor], bool] = asks if callable(asks) else (lambda _: asks)
         self.max_crashes = max_crashes
         self.max_delays = max_delays
         self.crashes = 0
@@ -586,6 +587,7 @@ class _FaultyActor(SimulationActor):
 
     _sim_faults: ClassVar[Faults]
     _sim_fault_matched: bool | None = None
+    _sim_fault_asks: bool | None = None
 
     @classmethod
     def _create_actor_inbox(cls) -> ActorInbox:
@@ -603,12 +605,18 @@ class _FaultyActor(SimulationActor):
 
     def _handle_receive(self, message: Any) -> Any:
         faults = self._sim_faults
-        if not self._sim_fault_target() or type(message).__module__.startswith("pykka"):
+        kind = type(message)
+        if not self._sim_fault_target() or (  # pykka's own control messages (stop) pass
+            kind.__name__.startswith("_") and kind.__module__.startswith("pykka")
+        ):
             return super()._handle_receive(message)
         envelope = cast("_FaultyInbox", self.actor_inbox).last
         asked = envelope is not None and envelope.reply_to is not None
-        if asked and not faults.asks:
-            return super()._handle_receive(message)
+        if asked:
+            if self._sim_fault_asks is None:
+                self._sim_fault_asks = bool(faults.asks(self))
+            if not self._sim_fault_asks:
+                return super()._handle_receive(message)
         try:
             faults._crash(faults.crash_before, "crash_before", self, message)
             result = super()._handle_receive(message)
