@@ -17,7 +17,16 @@ from typing import Any
 import pykka
 import pytest
 
-from echo_actors import Action, CrashError, Fate, Plan, Sequence, Signature, ValidationError
+from echo_actors import (
+    Action,
+    CrashError,
+    Fate,
+    Plan,
+    Sequence,
+    Signature,
+    Site,
+    ValidationError,
+)
 from echo_actors.runtime._simulation import _FaultyActor
 from echo_actors.supervision import ChildSpec, start_supervisor
 from echo_actors.testing import (
@@ -42,7 +51,7 @@ SCENARIOS = {
     "drained": Scenario(ordered=False, stop_early=False),
     "site-crashes": Scenario(ordered=False, site_crashes=0.02),
     "dispatcher-crashes": Scenario(ordered=False, dispatcher_crashes=0.02),
-    "life-crashes": Scenario(ordered=False, life_crashes=0.1),
+    "life-crashes": Scenario(ordered=False, life_crashes=0.2),
     "delays": Scenario(ordered=False, delays=0.05),
     "everything": Scenario(site_crashes=0.02, dispatcher_crashes=0.02, life_crashes=0.02,
                            delays=0.05),
@@ -80,6 +89,27 @@ def test_workloads_cover_every_ending() -> None:
     assert {report.drain for report in reports} == {True, False}
     assert any(report.stopped_at is None for report in reports)
     assert any(report.stopped_at is not None for report in reports)
+
+
+def test_the_harness_sees_an_action_run_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Site that runs every action twice breaks 'once per attempt': the report says so."""
+    original = Site.receive
+
+    def twice(self: Site, action: Action, life: Any) -> Any:
+        original(self, action, life)
+        return original(self, action, life)
+
+    monkeypatch.setattr(Site, "receive", twice)
+    report = simulate(0, Scenario(actions=20, ordered=False, stop_early=False))
+    assert any("ran again after it completed" in v for v in report.violations)
+
+
+def test_the_harness_sees_a_lost_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Sequence that forgets its dead letters breaks 'ended exactly once': reported."""
+    monkeypatch.setattr(Sequence, "dead_letters", lambda self: [])
+    report = simulate(0, Scenario(actions=40, ordered=False, stop_early=False))
+    assert any("never ended" in v for v in report.violations)
+    assert any("stats" in v for v in report.violations)
 
 
 # Determinism
