@@ -170,6 +170,8 @@ class _Echo(pykka.Actor):
     def on_receive(self, message: Any) -> Any:
         if message == "get":
             return list(self.seen)
+        if message == "boom":
+            raise RuntimeError("told to crash")
         self.seen.append(message)
         return None
 
@@ -251,6 +253,22 @@ def test_delays_keep_a_mailbox_in_order_and_take_virtual_time() -> None:
     assert ref.ask("get") == [0, 1, 2, 3, 4]
     assert faults.delays == 1 and runtime.monotonic() > 0
     ref.stop()
+
+
+def test_mail_held_for_an_actor_that_died_is_answered_not_lost() -> None:
+    """An ask held back while its actor crashed gets ActorDeadError, as pykka answers what
+    a dead actor's inbox held, instead of hanging."""
+    faults = Faults(5, delay=0.0, max_delay=1.0)
+    runtime = SimulationRuntime(5, faults=faults)
+    from echo_actors.runtime import bind_actor  # noqa: PLC0415 - the test's own concern
+
+    ref = bind_actor(_Echo, runtime).start()
+    ref.tell("boom")
+    faults.delay = 1.0
+    answer = ref.ask("get", block=False)
+    with pytest.raises(pykka.ActorDeadError):
+        answer.get(timeout=10.0)
+    assert faults.delays == 1 and not ref.is_alive()
 
 
 def test_faults_are_bounded_and_validated() -> None:

@@ -573,6 +573,19 @@ class _FaultyInbox(_Inbox):
 
     def _release(self) -> None:
         held, self._held = self._held, None
+        actor = self.actor
+        if actor is not None and actor.actor_stopped.is_set():
+            # Too late: answered as pykka answers what a stopped actor's inbox still held.
+            for envelope in held or ():
+                reply = envelope.reply_to
+                if reply is None:
+                    continue
+                if type(envelope.message).__name__ == "_ActorStop":
+                    reply.set(None)
+                else:
+                    exc = pykka.ActorDeadError(f"{actor} stopped before handling the message")
+                    reply.set_exception((pykka.ActorDeadError, exc, None))
+            return
         for envelope in held or ():
             super().put(envelope)
 
