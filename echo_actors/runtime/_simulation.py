@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from pykka._types import OptExcInfo
 
 __all__ = [
+    "Faults",
+    "InjectedCrash",
     "SimulationActor",
     "SimulationEvent",
     "SimulationFuture",
@@ -100,12 +102,19 @@ class SimulationKernel:
 
     ``now`` is the virtual clock (seconds, from 0). ``steps`` counts what the
     kernel did: greenlet switches plus timers run.
+
+    With ``shuffle``, the next greenlet to run is drawn from the ready ones by
+    a generator seeded from ``seed`` instead of taken in FIFO order: each seed
+    is one interleaving of the actors' message handling, the same every run
+    (deterministic simulation testing). Off by default, and then free.
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, shuffle: bool = False) -> None:
         self.seed = seed
         self.now = 0.0
         self.steps = 0
+        self.shuffle = shuffle
+        self._pick = random.Random(f"{seed}:schedule") if shuffle else None
         self._ready: deque[tuple[_SimGreenlet, Any]] = deque()
         self._heap: list[tuple[float, int, _Timer]] = []
         self._seq = itertools.count()
@@ -217,10 +226,11 @@ class SimulationKernel:
         hub = self._hub
         ready = self._ready
         heap = self._heap
+        pop = ready.popleft if self._pick is None else self._pop_random
         try:
             while not done():
                 if ready:
-                    glet, value = ready.popleft()
+                    glet, value = pop()
                     if glet.dead:
                         continue
                     if glet.parent is not hub:
@@ -248,6 +258,18 @@ class SimulationKernel:
             return True
         finally:
             self._hub = previous
+
+    def _pop_random(self) -> tuple[_SimGreenlet, Any]:
+        """Remove and return a ready greenlet drawn by the schedule's generator."""
+        ready = self._ready
+        assert self._pick is not None
+        index = self._pick.randrange(len(ready))
+        if index:
+            ready.rotate(-index)
+            item = ready.popleft()
+            ready.rotate(index)
+            return item
+        return ready.popleft()
 
     def random(self, name: str = "") -> random.Random:
         """A generator seeded by (seed, ``name``, how many of that name came before)."""
@@ -423,6 +445,202 @@ class SimulationActor(pykka.Actor):
             raise pykka.ActorDeadError(f"{self} was killed while handling a message") from exc
 
 
+class InjectedCrash(Exception):
+    """Raised out of an actor's message handling by :class:`Faults` (a simulated crash)."""
+
+
+def _not_supervisor(actor: pykka.Actor) -> bool:
+    return not any(cls.__name__ == "Supervisor" for cls in type(actor).__mro__)
+
+
+class Faults:
+    """Faults to inject into a simulation: seeded, bounded, off unless asked for.
+
+    Given to :class:`SimulationRuntime` (``faults=``), it draws for each
+    message an actor handles whether to crash it ``crash_before`` (the
+    message is lost with the actor, as when a handler fails on its first
+    line) or ``crash_after`` it was handled (its effects stay), and for each
+    message sent to an actor whether to ``delay`` its delivery by up to
+    ``max_delay`` virtual seconds (the messages sent after it to that actor
+    wait behind it: a mailbox keeps its order). A crash raises
+    :class:`InjectedCrash` from inside the actor's message handling, so pykka
+    and supervisors see an ordinary crash: the actor stops with that error
+    and its supervisor restarts it. At most ``max_crashes`` crashes and
+    ``max_delays`` delays happen per run, so that a run ends.
+
+    ``match(actor)`` picks the actors that may fail (default: all but
+    supervisors); :meth:`kinds` builds one from class names (``"Site"``,
+    ``"Dispatcher"``, ``"_LifeActor"``). Crashes hit messages that were told;
+    with ``asks`` (True, or a predicate like ``match``) also asked ones: the
+    asker then gets the error as the actor dies. Whatever was injected is
+    listed in :attr:`injected` as ``(virtual time, fault, actor class,
+    message type)``.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        crash_before: float = 0.0,
+        crash_after: float = 0.0,
+        delay: float = 0.0,
+        max_delay: float = 1.0,
+        match: Callable[[pykka.Actor], bool] | None = None,
+        asks: bool | Callable[[pykka.Actor], bool] = False,
+        max_crashes: int = 10,
+        max_delays: int = 100,
+    ) -> None:
+        for name, p in (("crash_before", crash_before), ("crash_after", crash_after),
+                        ("delay", delay)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], not {p!r}")
+        if max_delay < 0 or max_crashes < 0 or max_delays < 0:
+            raise ValueError("max_delay, max_crashes and max_delays must be >= 0")
+        self.seed = seed
+        self.crash_before = crash_before
+        self.crash_after = crash_after
+        self.delay = delay
+        self.max_delay = max_delay
+        self.match = match if match is not None else _not_supervisor
+        self.asks: Callable[[pykka.Actor], bool] = asks if callable(asks) else (lambda _: asks)
+        self.max_crashes = max_crashes
+        self.max_delays = max_delays
+        self.crashes = 0
+        self.delays = 0
+        self.injected: list[tuple[float, str, str, str]] = []
+        self._random = random.Random(f"{seed}:faults")
+        self._kernel: SimulationKernel | None = None
+
+    @staticmethod
+    def kinds(*names: str) -> Callable[[pykka.Actor], bool]:
+        """A ``match`` for actors of these classes (or of subclasses of them), by name."""
+        wanted = frozenset(names)
+        return lambda actor: any(cls.__name__ in wanted for cls in type(actor).__mro__)
+
+    def __repr__(self) -> str:
+        return f"<Faults seed={self.seed} crashes={self.crashes} delays={self.delays}>"
+
+    def _attach(self, kernel: SimulationKernel) -> None:
+        if self._kernel is not None and self._kernel is not kernel:
+            raise ValueError("a Faults serves one SimulationRuntime; make one per run")
+        self._kernel = kernel
+
+    def _note(self, fault: str, actor: pykka.Actor, message: Any) -> None:
+        assert self._kernel is not None
+        self.injected.append(
+            (self._kernel.now, fault, type(actor).__name__, type(message).__name__)
+        )
+
+    def _crash(self, p: float, fault: str, actor: pykka.Actor, message: Any) -> None:
+        if p and self.crashes < self.max_crashes and self._random.random() < p:
+            self.crashes += 1
+            self._note(fault, actor, message)
+            raise InjectedCrash(f"{fault} {type(message).__name__} in {type(actor).__name__}")
+
+    def _delay(self, actor: pykka.Actor, message: Any) -> float:
+        """Virtual seconds to hold ``message`` back (0: deliver now)."""
+        if self.delay and self.delays < self.max_delays and self._random.random() < self.delay:
+            self.delays += 1
+            self._note("delay", actor, message)
+            return self._random.uniform(0.0, self.max_delay)
+        return 0.0
+
+
+class _FaultyInbox(_Inbox):
+    """An inbox that may hold messages back; remembers the envelope last taken."""
+
+    __slots__ = ("_held", "actor", "last")
+
+    def __init__(self, kernel: SimulationKernel) -> None:
+        super().__init__(kernel)
+        self._held: deque[Envelope[Any]] | None = None
+        self.actor: _FaultyActor | None = None
+        self.last: Envelope[Any] | None = None
+
+    def put(self, envelope: Envelope[Any], /) -> None:
+        held = self._held
+        if held is not None:
+            held.append(envelope)
+            return
+        actor = self.actor
+        if actor is not None and actor._sim_fault_target():
+            wait = actor._sim_faults._delay(actor, envelope.message)
+            if wait > 0:
+                self._held = deque([envelope])
+                self._kernel.call_at(self._kernel.now + wait, self._release)
+                return
+        super().put(envelope)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        actor = self.actor
+        if actor is not None and actor.actor_stopped.is_set():
+            # Too late: answered as pykka answers what a stopped actor's inbox still held.
+            for envelope in held or ():
+                reply = envelope.reply_to
+                if reply is None:
+                    continue
+                if type(envelope.message).__name__ == "_ActorStop":
+                    reply.set(None)
+                else:
+                    exc = pykka.ActorDeadError(f"{actor} stopped before handling the message")
+                    reply.set_exception((pykka.ActorDeadError, exc, None))
+            return
+        for envelope in held or ():
+            super().put(envelope)
+
+    def get(self) -> Envelope[Any]:
+        envelope = super().get()
+        self.last = envelope
+        return envelope
+
+
+class _FaultyActor(SimulationActor):
+    """A SimulationActor that crashes, or has its mail held back, as its Faults draw."""
+
+    _sim_faults: ClassVar[Faults]
+    _sim_fault_matched: bool | None = None
+    _sim_fault_asks: bool | None = None
+
+    @classmethod
+    def _create_actor_inbox(cls) -> ActorInbox:
+        return cast("ActorInbox", _FaultyInbox(cls._sim_kernel))
+
+    def _start_actor_loop(self) -> None:
+        cast("_FaultyInbox", self.actor_inbox).actor = self
+        super()._start_actor_loop()
+
+    def _sim_fault_target(self) -> bool:
+        matched = self._sim_fault_matched
+        if matched is None:
+            matched = self._sim_fault_matched = bool(self._sim_faults.match(self))
+        return matched
+
+    def _handle_receive(self, message: Any) -> Any:
+        faults = self._sim_faults
+        kind = type(message)
+        if not self._sim_fault_target() or (  # pykka's own control messages (stop) pass
+            kind.__name__.startswith("_") and kind.__module__.startswith("pykka")
+        ):
+            return super()._handle_receive(message)
+        envelope = cast("_FaultyInbox", self.actor_inbox).last
+        asked = envelope is not None and envelope.reply_to is not None
+        if asked:
+            if self._sim_fault_asks is None:
+                self._sim_fault_asks = bool(faults.asks(self))
+            if not self._sim_fault_asks:
+                return super()._handle_receive(message)
+        try:
+            faults._crash(faults.crash_before, "crash_before", self, message)
+            result = super()._handle_receive(message)
+            faults._crash(faults.crash_after, "crash_after", self, message)
+        except InjectedCrash:
+            if asked:  # pykka would answer the asker and carry on: die as a crash instead
+                self._handle_failure(*sys.exc_info())
+            raise
+        return result
+
+
 class SimulationScheduler:
     """Timers on the kernel's heap: ``call_later`` in virtual seconds."""
 
@@ -458,25 +676,44 @@ class SimulationRuntime:
     ``seed`` seeds every generator :meth:`random` hands out. Read the clock
     with :meth:`monotonic`; let plan functions wait with :meth:`sleep`.
     :meth:`record` keeps an event log stamped with virtual times.
+
+    For deterministic simulation testing: ``shuffle`` runs the ready
+    greenlets in an order drawn from ``seed`` instead of first come, first
+    served (one interleaving per seed), and ``faults`` injects crashes and
+    message delays (see :class:`Faults`). Both are off by default and then
+    cost nothing.
     """
 
     name = "simulation"
     actor_base: type[pykka.Actor]
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(
+        self, seed: int = 0, *, shuffle: bool = False, faults: Faults | None = None
+    ) -> None:
         self.seed = seed
-        self.kernel = SimulationKernel(seed)
+        self.kernel = SimulationKernel(seed, shuffle=shuffle)
+        self.faults = faults
         namespace = {"_kernel": self.kernel, "__module__": __name__}
         self._future_class = cast(
             "type[SimulationFuture[Any]]", type("SimulationFuture", (SimulationFuture,), namespace)
         )
-        self.actor_base = type("SimulationActor", (SimulationActor,), {
+        base: type[SimulationActor] = SimulationActor
+        attributes: dict[str, Any] = {
             "_sim_kernel": self.kernel, "_sim_future": self._future_class, "__module__": __name__,
-        })
+        }
+        if faults is not None:
+            faults._attach(self.kernel)
+            base, attributes["_sim_faults"] = _FaultyActor, faults
+        self.actor_base = type("SimulationActor", (base,), attributes)
         self.events: list[tuple[float, str, dict[str, Any]]] = []
 
     def __repr__(self) -> str:
         return f"<SimulationRuntime seed={self.seed} now={self.kernel.now}>"
+
+    @property
+    def shuffle(self) -> bool:
+        """Whether the ready greenlets run in a seeded random order (see the class)."""
+        return self.kernel.shuffle
 
     def future(self) -> pykka.Future[Any]:
         """A :class:`SimulationFuture` on this runtime's kernel."""
