@@ -223,8 +223,17 @@ class Life:
 
     @property
     def fate(self) -> Fate:
-        """The current configuration (the last snapshot Life published; no round trip)."""
+        """The current configuration (from :attr:`published`; no round trip)."""
         return self._state.snapshot.fate
+
+    @property
+    def published(self) -> LifeSnapshot:
+        """The last snapshot Life published: hooks and Fate, immutable, read without a message.
+
+        Only Life's actor replaces it, whole, so a reader always sees one
+        consistent version; Sites read it at every action.
+        """
+        return self._state.snapshot
 
     def set_fate(self, fate: Fate) -> None:
         """Replace the configuration; running Sites see it from their next action."""

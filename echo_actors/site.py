@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from echo_actors import pipeline
-from echo_actors._messages import Batch, Done, LifeChanged
+from echo_actors._messages import Batch, Done
 from echo_actors._settle import CANCELLED, COMPLETED, CRASHED, FAILED, Tally
 from echo_actors.action import Action
 from echo_actors.errors import CrashError, RoutingError
@@ -88,7 +88,7 @@ class Site(pykka.Actor):
     """
 
     site_snapshot: LifeSnapshot
-    """Life's hooks and Fate as last pushed to this Site."""
+    """Life's hooks and Fate as last published, read before every action."""
 
     site_ticket: Ticket
     """The ticket of the attempt this Site runs now (for pipeline steps)."""
@@ -100,16 +100,10 @@ class Site(pykka.Actor):
         self._site_call: pipeline.Next = self._site_receive
 
     def on_start(self) -> None:
-        self.site_snapshot = self.site_context.life.subscribe(self.actor_ref)
         self._site_build()
 
-    def on_stop(self) -> None:
-        self.site_context.life.unsubscribe(self.actor_ref)
-
-    def on_failure(self, *_exc_info: Any) -> None:
-        self.site_context.life.unsubscribe(self.actor_ref)
-
     def _site_build(self) -> None:
+        self.site_snapshot = self.site_context.life.published
         events = self.site_snapshot.fate.action_events
         steps: list[pipeline.Step] = [pipeline.events] if events else []
         steps += [pipeline.license, *self.site_context.steps, pipeline.hooks, pipeline.timeout]
@@ -138,19 +132,19 @@ class Site(pykka.Actor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Batch):
             self._site_run(message)
-        elif isinstance(message, LifeChanged):
-            self.site_snapshot = message.snapshot
-            self._site_build()
         else:
             return super().on_receive(message)
         return None
 
     def _site_run(self, batch: Batch) -> None:
         settler = self.site_context.settler
+        life = self.site_context.life
         tally = Tally()
         ran = 0
         try:
             for ticket in batch.tickets:
+                if life.published is not self.site_snapshot:
+                    self._site_build()  # Life published a change: from this action on
                 if settler.cancelling:
                     if ticket.unsend(batch):  # still ours to start: cancel it instead
                         settler.settle(ticket, CANCELLED, tally=tally)
