@@ -24,8 +24,8 @@ from typing import Any, Literal, cast, get_args
 
 import msgspec
 import pykka
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors.runtime import Runtime, Scheduler, TimerHandle, bind_actor, get_runtime
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
     "tree",
 ]
 
-_log = structlog.get_logger("echo_actors.supervision")
+_log = get_logger("echo_actors.supervision")
 
 Restart = Literal["permanent", "transient", "temporary"]
 """permanent: always restarted; transient: only after a crash; temporary: never."""

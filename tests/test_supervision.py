@@ -10,7 +10,7 @@ from typing import Any
 
 import pykka
 import pytest
-import structlog.testing
+from logs import capture_events
 
 from echo_actors.runtime import Runtime, get_runtime
 from echo_actors.supervision import (
@@ -314,7 +314,7 @@ def test_self_stop_is_a_normal_exit(supervise: Any) -> None:
 def test_top_level_supervisor_gives_up_and_stops(supervise: Any) -> None:
     """Past max_restarts in the window, a top supervisor stops its children and itself."""
     rec = Recorder()
-    with structlog.testing.capture_logs() as logs:
+    with capture_events() as logs:
         sup = supervise([spec("a", rec), spec("b", rec)], max_restarts=1, within=60.0)
         crash(rec, "a")
         rec.ref("a").tell("crash")
@@ -335,7 +335,7 @@ def test_intensity_exceeded_escalates_to_the_parent(supervise: Any) -> None:
         on_start=lambda ref: rec.add("started", "sub", ref),
         on_exit=lambda info: rec.add("exit", "sub", info),
     )
-    with structlog.testing.capture_logs() as logs:
+    with capture_events() as logs:
         root = supervise([spec("other", rec), sub], strategy="one_for_all", within=60.0)
         old_sub, old_y = rec.ref("sub"), rec.ref("y")
         crash(rec, "x")  # one restart: within the sub's intensity
@@ -487,7 +487,7 @@ def test_start_terminate_restart_delete_child(supervise: Any) -> None:
 def test_callbacks_get_the_exit_then_the_new_ref(supervise: Any) -> None:
     """on_exit gets the crash (error, old urn) before on_start gets the new ref."""
     rec = Recorder()
-    with structlog.testing.capture_logs() as logs:
+    with capture_events() as logs:
         sup = supervise([spec("a", rec)])
         old = rec.ref("a")
         crash(rec, "a")

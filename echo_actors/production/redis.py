@@ -41,8 +41,8 @@ from typing import Any, ClassVar
 
 import msgspec
 import redis
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.dead_letter import DeadLetter
@@ -52,7 +52,7 @@ from echo_actors.production import Production
 
 __all__ = ["ConsumerStats", "RedisProduction", "RedisStats", "StoredDeadLetter"]
 
-_log = structlog.get_logger("echo_actors.redis")
+_log = get_logger("echo_actors.redis")
 
 _RAW_KEPT = 1024
 """Bytes of an undecodable entry kept in its dead letter (the rest is only counted)."""
