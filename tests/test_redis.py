@@ -275,9 +275,9 @@ def test_tampered_unsigned_and_oversized_are_dead_lettered(productions, make_seq
         (letter.action.id if letter.action else "raw"): letter
         for letter in consumer.dead_letters()
     }
-    assert letters[unsigned.id].kind == "license"
-    assert letters[tampered.id].kind == "license"
-    assert letters["raw"].kind == "decode" and letters["raw"].size > 4096
+    assert letters[unsigned.id].error_kind == "license"
+    assert letters[tampered.id].error_kind == "license"
+    assert letters["raw"].error_kind == "decode" and letters["raw"].size > 4096
     assert "over the limit" in letters["raw"].message
     wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
                "acknowledgements")
@@ -305,7 +305,7 @@ def test_dead_letters_requeue(productions, make_sequence, client, stream) -> Non
     wait_until(lambda: len(consumer.dead_letters()) == 1, "the dead letter")
     [letter] = consumer.dead_letters()
     assert letter.action is not None and letter.action.id == action.id
-    assert letter.kind == "execution" and letter.attempts == 1
+    assert letter.error_kind == "execution" and letter.attempts == 1
     assert sequence.dead_letters() == []  # kept in Redis, not in the process
     assert [x.action.id for x in consumer.requeue([action.id]) if x.action] == [action.id]
     wait_until(lambda: len(runs) == 2, "the requeued action to run")
@@ -439,7 +439,7 @@ def test_malformed_entries_do_not_stop_a_worker(workers, productions, client, st
     executed = f"{stream}:executed"
     wait_until(lambda: client.llen(executed) == 10, "the good actions to run")
     dead = client.xrange(f"{stream}:dead")
-    assert [fields[b"kind"] for _, fields in dead] == [b"decode"] * 4
+    assert [fields[b"error_kind"] for _, fields in dead] == [b"decode"] * 4
     wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
                "acknowledgements")
     assert worker.poll() is None
@@ -475,13 +475,15 @@ def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path)
     figures = json.loads(result.stdout)
     assert (figures["length"], figures["delayed"], figures["dead_letters"]) == (2, 1, 0)
 
+    # A dead letter stored by 0.1 (`kind`, not `error_kind`) is still read.
     client.xadd(f"{stream}:dead", {"d": msgspec.msgpack.encode({
         "kind": "execution", "message": "boom", "attempts": 3, "failed_at": 1.0,
         "action": msgspec.to_builtins(Action("Record", 9, id="dead-1")),
     })})
     result = cli("dead-letters", "list", "--json")
+    assert result.returncode == 0, result.stderr
     [letter] = [json.loads(line) for line in result.stdout.splitlines()]
-    assert letter["action"]["id"] == "dead-1" and letter["kind"] == "execution"
+    assert letter["action"]["id"] == "dead-1" and letter["error_kind"] == "execution"
     result = cli("dead-letters", "requeue", "--id", "dead-1", "--id", "missing")
     assert result.returncode == 1
     assert b"requeued 1" in result.stdout and b"missing" in result.stderr

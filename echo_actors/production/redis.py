@@ -64,12 +64,12 @@ _CHUNK = 1000
 class StoredDeadLetter(msgspec.Struct, frozen=True):
     """A dead letter as kept in the dead stream.
 
-    ``action`` is None when the entry never decoded (kind ``"decode"``); then
+    ``action`` is None when the entry never decoded (error kind ``"decode"``); then
     ``raw`` holds its first bytes and ``size`` its length. ``entry_id`` is the
     dead stream's entry, ``source`` the work stream's entry it came from.
     """
 
-    kind: str
+    error_kind: str
     message: str
     attempts: int
     failed_at: float
@@ -103,6 +103,18 @@ class RedisStats(msgspec.Struct, frozen=True):
 
 _DEAD_ENCODER = msgspec.msgpack.Encoder()
 _DEAD_DECODER = msgspec.msgpack.Decoder(StoredDeadLetter)
+
+
+def _decode_dead(data: bytes) -> StoredDeadLetter:
+    """A stored dead letter, in this version's layout or 0.1's (``kind``, not ``error_kind``)."""
+    try:
+        return _DEAD_DECODER.decode(data)
+    except msgspec.ValidationError:
+        fields = msgspec.msgpack.decode(data)
+        if not (isinstance(fields, dict) and "kind" in fields and "error_kind" not in fields):
+            raise
+    fields["error_kind"] = fields.pop("kind")
+    return msgspec.convert(fields, StoredDeadLetter)
 
 # KEYS[1]=delayed, KEYS[2]=stream; ARGV[1]=most to move. Moves due actions (server
 # clock) back to the stream; atomic, so no action is moved twice. Returns
@@ -444,7 +456,7 @@ class RedisProduction(Production):
             (t.receipt for t in tickets if t.action is letter.action and t.receipt), ""
         )
         return StoredDeadLetter(
-            kind=letter.error_kind, message=letter.message, attempts=letter.attempts,
+            error_kind=letter.error_kind, message=letter.message, attempts=letter.attempts,
             failed_at=letter.failed_at, action=letter.action, source=source,
             consumer=self.consumer,
         )
@@ -673,7 +685,7 @@ class RedisProduction(Production):
                 attempt = action.attempt + deliveries[index] - 1
                 if attempt > max_attempts:
                     dead.append(StoredDeadLetter(
-                        kind="crash", attempts=attempt - 1, failed_at=time.time(),
+                        error_kind="crash", attempts=attempt - 1, failed_at=time.time(),
                         message=f"delivered {deliveries[index]} times without an "
                         "acknowledgement (the workers holding it stopped)",
                         action=action, source=entry_id, consumer=self.consumer,
@@ -688,7 +700,7 @@ class RedisProduction(Production):
         if dead:
             self._write(dead_ids, dead)
             self._log.warning("entries_dead_lettered", count=len(dead),
-                              kinds=sorted({letter.kind for letter in dead}))
+                              kinds=sorted({letter.error_kind for letter in dead}))
         if parked:
             self._park(keys=[self.delayed_key, self.stream],
                        args=[self.group, "1" if self.delete_acked else "0", *parked])
@@ -718,7 +730,7 @@ class RedisProduction(Production):
             {_text(k): v for k, v in fields.items()}
         )
         return StoredDeadLetter(
-            kind=DecodeError.kind, message=message,
+            error_kind=DecodeError.kind, message=message,
             attempts=deliveries[index] if deliveries is not None else 1,
             failed_at=time.time(), raw=raw[:_RAW_KEPT], size=len(raw), source=entry_id,
             consumer=self.consumer,
@@ -762,7 +774,7 @@ class RedisProduction(Production):
         for letter in letters:
             action = letter.action
             pipe.xadd(self.dead_key, {
-                "d": _DEAD_ENCODER.encode(letter), "kind": letter.kind,
+                "d": _DEAD_ENCODER.encode(letter), "error_kind": letter.error_kind,
                 "id": action.id if action is not None else "",
                 "name": action.name if action is not None else "",
             }, maxlen=self.dead_maxlen, approximate=True)
@@ -862,7 +874,7 @@ class RedisProduction(Production):
         for raw_id, fields in self._client.xrange(self.dead_key, count=limit):
             entry_id = _text(raw_id)
             try:
-                letter = _DEAD_DECODER.decode(fields[b"d"])
+                letter = _decode_dead(fields[b"d"])
             except (KeyError, msgspec.DecodeError) as exc:
                 self._log.warning("dead_letter_unreadable", entry_id=entry_id, error=str(exc))
                 continue
