@@ -277,3 +277,25 @@ def test_console_script_runs_the_quickstart() -> None:
     assert summary["completed"] == 2000
     assert summary["dead_lettered"] == 0
     assert summary["bad_lines"] == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["run", "--help"], ["worker", "--help"], ["submit", "--help"],
+     ["dead-letters", "--help"], ["dead-letters", "list", "--help"],
+     ["dead-letters", "requeue", "--help"], ["stats", "--help"]],
+    ids=lambda args: "-".join(args[:-1]) or "top",
+)
+def test_help_shows_examples_and_exit_codes(cli: Run, args: list[str]) -> None:
+    """Every command's --help has examples and the exit statuses, and no RST markup."""
+    status, out, _ = cli(*args)
+    assert status == 0
+    assert "examples:" in out and "exit status:" in out
+    assert "130" in out and "``" not in out and ":class:" not in out
+
+
+def test_dead_letters_help_names_its_actions(cli: Run) -> None:
+    """`dead-letters --help` lists list and requeue with a line each."""
+    status, out, _ = cli("dead-letters", "--help")
+    assert status == 0
+    assert "list the dead letters" in out and "put dead letters back" in out

@@ -428,6 +428,18 @@ def test_sigterm_finishes_in_flight_and_exits_zero(workers, productions, client,
 
 
 @pytest.mark.timeout(60)
+def test_ctrl_c_stops_a_worker_with_130(workers, client, stream, tmp_path) -> None:
+    """SIGINT (Ctrl-C): the worker stops cleanly, prints its summary and exits 130."""
+    worker = workers("interrupted", "--sites", "2")
+    wait_until(lambda: consumers(client, stream) == {"interrupted"}, "the worker reading")
+    worker.send_signal(signal.SIGINT)
+    assert exit_code(worker) == 130
+    log = (tmp_path / "interrupted.log").read_text()
+    assert "echo-actors worker interrupted: completed 0" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.timeout(60)
 def test_malformed_entries_do_not_stop_a_worker(workers, productions, client, stream) -> None:
     """Garbage entries are dead-lettered (kind decode) and the worker carries on."""
     worker = workers("sturdy", "--sites", "2")
@@ -452,7 +464,8 @@ def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path)
     """`submit` signs and adds lines, reports bad ones; `stats` and `dead-letters` read Redis."""
     lines = tmp_path / "actions.jsonl"
     lines.write_text('{"name": "Record", "content": 1}\nnot json\n'
-                     '{"name": "Record", "content": 2, "delay": 60}\n{"content": 3}\n')
+                     '{"name": "Record", "content": 2, "delay": 60}\n{"content": 3}\n'
+                     '{"name": "Record", "content": 18446744073709551616}\n')  # > MessagePack
     env = {**worker_env, "ECHO_LICENSE_KEYS": "k1,k0"}
 
     def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -463,8 +476,9 @@ def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path)
 
     result = cli("submit", str(lines))
     assert result.returncode == 1
-    assert b"submitted 2, bad lines 2" in result.stdout
+    assert b"submitted 2, bad lines 3" in result.stdout
     assert b"line 2:" in result.stderr and b"line 4:" in result.stderr
+    assert b"line 5:" in result.stderr and b"Traceback" not in result.stderr
     [(_, fields)] = client.xrange(stream)
     verify(Action.decode(fields[b"a"], "msgpack"), ["k1"])
     result = cli("submit", "-", stdin=b'{"name": "Record", "content": 5}\n')

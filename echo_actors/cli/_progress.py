@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from typing import IO, Any
 
-from tqdm import tqdm
-
 __all__ = ["Progress"]
 
 _LINE = "{n_fmt}/{total_fmt} done ({percentage:.0f}%), {rate_fmt}, ETA {remaining}"
@@ -29,6 +27,8 @@ class Progress:
         self._last = self._started
         self._bar: Any = None
         if mode == "bar":
+            from tqdm import tqdm  # noqa: PLC0415 - only a run on a terminal draws a bar
+
             self._bar = tqdm(
                 total=0, file=stream, unit=" actions", dynamic_ncols=True, leave=True,
                 mininterval=0.2, smoothing=0.1,
@@ -66,6 +66,8 @@ class Progress:
             self._bar = None
 
     def _line(self, done: int, total: int, now: float) -> None:
+        from tqdm import tqdm  # noqa: PLC0415 - not imported by the other commands
+
         text = tqdm.format_meter(done, max(total, done), now - self._started,
                                  unit=" actions", bar_format=_LINE)
         print(f"progress: {text}", file=self._stream, flush=True)
