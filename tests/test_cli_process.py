@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -267,7 +268,12 @@ def test_progress_bar_on_a_terminal(plan_file: Path, tmp_path: Path) -> None:
                         stdout=subprocess.PIPE, stderr=terminal)
         os.close(terminal)
         chunks: list[bytes] = []
-        while True:
+        while True:  # drain the terminal until the process has ended and nothing is left
+            readable, _, _ = select.select([controller], [], [], 0.1)
+            if not readable:
+                if process.poll() is not None:
+                    break
+                continue
             try:
                 chunk = os.read(controller, 4096)
             except OSError:  # the terminal closed with the process
