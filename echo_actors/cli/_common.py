@@ -45,7 +45,7 @@ exit status:
   141  the output was closed (e.g. piped into head): stopped quietly"""
 
 
-class CommandError(Exception):
+class CommandError(ValueError):
     """A user's mistake the command reports in one line and exits 2 for (no traceback)."""
 
 

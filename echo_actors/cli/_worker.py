@@ -11,6 +11,7 @@ from typing import IO, Any
 
 from echo_actors.cli._common import (
     EXIT_CODES,
+    CommandError,
     Exit,
     HelpFormatter,
     at_least,
@@ -55,7 +56,8 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.add_argument("--sites", type=at_least(1), metavar="N",
                      help="number of Sites, at least 1 (default: the configuration's, 4)")
     run.add_argument("--runtime", choices=["thread", "gevent"],
-                     help="actor runtime (default: thread; gevent patches the process)")
+                     help="actor runtime (default: the configuration's, thread; gevent patches "
+                     "the process)")
     run.add_argument("--consumer", help="consumer name (default: HOST-PID)")
     run.add_argument("--batch", type=at_least(1), default=128, metavar="N",
                      help="entries per read (default: 128)")
@@ -70,17 +72,18 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.set_defaults(command=command, prepare=prepare)
 
 
-def _runtime(args: argparse.Namespace) -> str:
-    return str(args.runtime or "thread")
-
-
 def prepare(args: argparse.Namespace) -> None:
-    """Monkey-patch the process for a gevent worker, before redis (and ssl) are imported.
+    """Load the settings, and monkey-patch a gevent worker before redis (and ssl) are imported.
 
     Then the production's fetcher and writer threads, and redis-py's sockets,
-    cooperate with the gevent hub the actors run on.
+    cooperate with the gevent hub the actors run on. The runtime comes from
+    ``--runtime``, else the configuration (``--config``, ``ECHO_RUNTIME``).
     """
-    if _runtime(args) == "gevent":
+    fate = load_fate(args.config, sites=args.sites, runtime=args.runtime)
+    if fate.runtime not in {"thread", "gevent"}:
+        raise CommandError(f"a worker runs on the thread or gevent runtime, not {fate.runtime!r}")
+    args.fate = fate
+    if fate.runtime == "gevent":
         from gevent import monkey  # noqa: PLC0415 - only for the gevent runtime
 
         if not monkey.is_module_patched("socket"):
@@ -89,11 +92,11 @@ def prepare(args: argparse.Namespace) -> None:
 
 def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Run until a signal; then stop cleanly (see the description)."""
-    runtime = _runtime(args)
     from echo_actors.sequence import Sequence  # noqa: PLC0415 - after monkey-patching
 
+    fate = args.fate  # loaded by prepare()
+    runtime = fate.runtime
     plan = load_plan(args.plan)
-    fate = load_fate(args.config, sites=args.sites, runtime=runtime)
     production = open_production(
         args, fate, consumer=args.consumer, batch=args.batch, read_ahead=args.read_ahead,
         visibility_timeout=args.visibility_timeout,
