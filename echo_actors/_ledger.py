@@ -4,93 +4,104 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
-from echo_actors._ticket import Ticket
 from echo_actors.dead_letter import DeadLetter
-from echo_actors.errors import CancellationError, error_kind
 
 __all__ = ["Ledger"]
 
 
 class Ledger:
-    """Counts every action from acceptance to its one outcome.
+    """Counts every action from acceptance to its one ending.
 
     ``outstanding`` is what was accepted and has not ended; ``idle`` is set
-    whenever it is zero, which is what a draining shutdown waits for. Sites
-    record outcomes here directly (a lock, not a message: it is on the hot path).
+    whenever it is zero, which is what a draining shutdown waits for. Only
+    :class:`~echo_actors._settle.Settler` ends actions; submitters pass the
+    admission gate here (:meth:`admit`), so that a shutdown that closed it
+    knows every action it must still wait for.
     """
 
-    def __init__(self, idle: Any) -> None:
+    def __init__(self, idle: Any, max_dead: int = 10_000) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.outstanding = 0
         self.idle = idle
         self.idle.set()
-        self._dead: list[DeadLetter] = []
+        self.open = True
+        self.closed_because = "this Sequence is shutting down and takes no more actions"
+        self._dead: deque[DeadLetter] = deque()
+        self._max_dead = max_dead
+
+    def admit(self, n: int = 1) -> None:
+        """Accept ``n`` submitted actions, unless the gate was closed.
+
+        Raises:
+            RuntimeError: the Sequence is shutting down (nothing was accepted).
+        """
+        with self._lock:
+            if not self.open:
+                raise RuntimeError(self.closed_because)
+            self._accept(n)
 
     def accept(self, n: int = 1) -> None:
-        """``n`` more actions are this Sequence's to finish."""
+        """``n`` more actions are this Sequence's to finish (chained, or assigned to the
+        production), whether or not the gate is open."""
         with self._lock:
-            self.outstanding += n
-            self.counts["accepted"] += n
-            if self.idle.is_set():
-                self.idle.clear()
+            self._accept(n)
+
+    def _accept(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.outstanding += n
+        self.counts["accepted"] += n
+        if self.idle.is_set():
+            self.idle.clear()
+
+    def close(self, because: str | None = None) -> None:
+        """Close the admission gate: :meth:`admit` raises from now on (saying ``because``)."""
+        with self._lock:
+            if self.open and because is not None:
+                self.closed_because = because
+            self.open = False
 
     def hand_off(self, n: int = 1) -> None:
         """``n`` accepted actions were handed to a durable store: no longer ours to end."""
-        with self._lock:
-            self.counts["deferred"] += n
-            self.outstanding -= n
-            if self.outstanding <= 0:
-                self.idle.set()
+        self.end(deferred=n)
 
     def count(self, outcome: str, n: int = 1) -> None:
         """Count something that is not an ending (e.g. a retry)."""
         with self._lock:
             self.counts[outcome] += n
 
-    def end(self, completed: int = 0, dead: int = 0, cancelled: int = 0) -> None:
+    def end(self, completed: int = 0, dead: int = 0, cancelled: int = 0, deferred: int = 0) -> None:
         """Record endings; every accepted action ends exactly once."""
+        n = completed + dead + cancelled + deferred
+        if not n:
+            return
         with self._lock:
-            self.counts["completed"] += completed
-            self.counts["dead_lettered"] += dead
-            self.counts["cancelled"] += cancelled
-            self.outstanding -= completed + dead + cancelled
+            counts = self.counts
+            counts["completed"] += completed
+            counts["dead_lettered"] += dead
+            counts["cancelled"] += cancelled
+            counts["deferred"] += deferred
+            self.outstanding -= n
             if self.outstanding <= 0:
                 self.idle.set()
 
-    def dead_letter(self, ticket: Ticket, exc: BaseException, *, keep: bool = True) -> DeadLetter:
-        """Make ``ticket`` a dead letter (kept here if ``keep``); fail its future with ``exc``."""
-        action = ticket.action
-        letter = DeadLetter(
-            action=action,
-            error_kind=error_kind(exc),
-            message=str(exc) or type(exc).__name__,
-            attempts=action.attempt,
-            first_at=action.created_at,
-            failed_at=time.time(),
-        )
-        if keep:
-            with self._lock:
-                self._dead.append(letter)
-        if ticket.future is not None:
-            ticket.future.set_exception((type(exc), exc, exc.__traceback__))
-        return letter
-
-    def cancel(self, tickets: list[Ticket]) -> None:
-        """Fail the futures of ``tickets`` with CancellationError and count them."""
-        for ticket in tickets:
-            if ticket.future is not None:
-                action = ticket.action
-                exc = CancellationError(f"action {action.id} ({action.name}) cancelled")
-                ticket.future.set_exception((CancellationError, exc, None))
-        self.end(cancelled=len(tickets))
+    def keep(self, letter: DeadLetter) -> None:
+        """Keep a dead letter in memory; past the limit the oldest is dropped (and counted)."""
+        with self._lock:
+            if self._max_dead <= 0:
+                self.counts["dead_letters_dropped"] += 1
+                return
+            if len(self._dead) >= self._max_dead:
+                self._dead.popleft()
+                self.counts["dead_letters_dropped"] += 1
+            self._dead.append(letter)
 
     def dead_letters(self) -> list[DeadLetter]:
-        """The dead letters, oldest failure first."""
+        """The dead letters kept, oldest failure first."""
         with self._lock:
             return list(self._dead)
 
@@ -98,8 +109,9 @@ class Ledger:
         """Remove and return the dead letters with these action ids (all when None)."""
         with self._lock:
             if ids is None:
-                taken, self._dead = self._dead, []
+                taken = list(self._dead)
+                self._dead.clear()
             else:
                 taken = [d for d in self._dead if d.action.id in ids]
-                self._dead = [d for d in self._dead if d.action.id not in ids]
+                self._dead = deque(d for d in self._dead if d.action.id not in ids)
             return taken

@@ -1,5 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""The messages echo_actors' own actors send each other: small frozen Structs."""
+"""The messages echo_actors' own actors send each other: small frozen Structs.
+
+The dispatcher's events (everything but :class:`Batch` and :class:`LifeChanged`)
+go through its :class:`~echo_actors.dispatcher.Desk`, a queue that outlives a
+crashed dispatcher, so that none is lost while it restarts.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ import msgspec
 
 __all__ = [
     "Batch",
+    "Cancel",
     "Done",
     "HandBack",
+    "KeyFree",
     "LifeChanged",
+    "Requeue",
     "SiteExited",
     "SiteStarted",
     "StatsRequest",
@@ -20,23 +28,23 @@ __all__ = [
 
 
 class Wake(msgspec.Struct, frozen=True):
-    """Dispatcher: the production has new work."""
+    """Dispatcher: there are events on the desk, or new work in the production."""
 
 
 class Batch(msgspec.Struct, frozen=True):
-    """Site ``site``: run these tickets, in order (those still owned by this batch)."""
+    """Site ``site`` (incarnation ``urn``): run these tickets in order, those still SENT here."""
 
     site: int
+    urn: str
     tickets: list[Any]
 
 
 class Done(msgspec.Struct, frozen=True):
-    """Dispatcher: a Site finished a batch of ``count`` tickets in ``busy`` seconds."""
+    """Dispatcher: a Site finished a batch: ``ran`` tickets, ``failed`` of them failed."""
 
     site: int
-    count: int
+    ran: int
     failed: int
-    busy: float
 
 
 class LifeChanged(msgspec.Struct, frozen=True):
@@ -46,10 +54,12 @@ class LifeChanged(msgspec.Struct, frozen=True):
 
 
 class SiteExited(msgspec.Struct, frozen=True):
-    """Dispatcher: Site ``site`` died (``crashed``) or stopped; put back its work."""
+    """Dispatcher: the Site incarnation ``urn`` at ``site`` exited: ``"crash"``, ``"normal"``
+    (stopped; both are restarted) or ``"shutdown"`` (by its supervisor)."""
 
     site: int
-    crashed: bool
+    urn: str | None
+    reason: str
 
 
 class SiteStarted(msgspec.Struct, frozen=True):
@@ -59,9 +69,27 @@ class SiteStarted(msgspec.Struct, frozen=True):
     ref: Any
 
 
+class Requeue(msgspec.Struct, frozen=True):
+    """Dispatcher: the next attempt of an ordered action that holds its key: run it next."""
+
+    ticket: Any
+
+
+class KeyFree(msgspec.Struct, frozen=True):
+    """Dispatcher: the action holding ordered key ``key`` ended for good; the next may run."""
+
+    key: str
+
+
+class Cancel(msgspec.Struct, frozen=True):
+    """Dispatcher (asked): cancel action ``action_id`` if it has not started; reply whether."""
+
+    action_id: str
+
+
 class StatsRequest(msgspec.Struct, frozen=True):
-    """Dispatcher: reply with per-Site figures."""
+    """Dispatcher (asked): reply with per-Site figures."""
 
 
 class HandBack(msgspec.Struct, frozen=True):
-    """Dispatcher: stop feeding Sites and return every ticket not yet sent."""
+    """Dispatcher: stop feeding Sites and cancel every ticket not yet started."""

@@ -1,37 +1,75 @@
 # SPDX-License-Identifier: MIT
-"""Ticket: an action in flight inside one process, with the future its submitter holds."""
+"""Ticket: one attempt of an action inside one process, and the one lock on who runs it."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from echo_actors.action import Action
 
-__all__ = ["Ticket"]
+__all__ = ["ENDED", "QUEUED", "RUNNING", "SENT", "Ticket"]
+
+QUEUED, SENT, RUNNING, ENDED = 0, 1, 2, 3
+"""A ticket's states: waiting (production, backlog, timer); in a mailbox; running; settled."""
+
+_claims = threading.Lock()
+"""Guards the transitions out of QUEUED and SENT, the only states two parties may race for:
+a Site starting a ticket, the dispatcher taking an unstarted one back (stealing, a crashed
+Site) and a cancellation. It is never held across a call that could switch greenlets.
+RUNNING belongs to the Site that claimed it, and only that Site settles it."""
 
 
 class Ticket:
-    """An Action plus what the process needs while it is in flight.
+    """An attempt of an Action plus what the process needs while it is in flight.
 
     Tickets never leave the process (Actions do). ``future`` is None for
-    actions assigned straight to a Production. ``started`` and ``done`` are set
-    by the Site that runs it, so that a crashed Site's work can be told apart:
-    started but not done is the action it held when it died. ``owner`` is the
-    Batch message that carries it to a Site: a Site runs it only from that
-    batch. The dispatcher changes it, under that Site's lock, only while the
-    ticket has not started (stealing), so a ticket runs once per dispatch. ``receipt`` is
-    the Production's own handle (a stream entry id for a durable one).
+    actions assigned straight to a Production; ``receipt`` is the
+    Production's own handle (a stream entry id for a durable one). ``batch``
+    is the Batch message that carries it to a Site while it is SENT. A retry
+    or a crash requeue is a new Ticket for the same future: each attempt ends
+    once. ``holds_key`` marks the one ticket of an ordered key allowed to run.
     """
 
-    __slots__ = ("action", "done", "future", "owner", "receipt", "started")
+    __slots__ = ("action", "batch", "future", "holds_key", "receipt", "state")
 
     def __init__(self, action: Action, future: Any = None, receipt: Any = None) -> None:
         self.action = action
         self.future = future
         self.receipt = receipt
-        self.owner: Any = None
-        self.started = False
-        self.done = False
+        self.batch: Any = None
+        self.state = QUEUED
+        self.holds_key = False
+
+    def again(self, action: Action) -> Ticket:
+        """The ticket of the next attempt (same future and receipt, key still held)."""
+        ticket = Ticket(action, self.future, self.receipt)
+        ticket.holds_key = self.holds_key
+        return ticket
+
+    def claim(self, batch: Any) -> bool:
+        """SENT in ``batch`` -> RUNNING: True if the caller (that batch's Site) may run it."""
+        with _claims:
+            if self.state != SENT or self.batch is not batch:
+                return False
+            self.state = RUNNING
+            return True
+
+    def unsend(self, batch: Any = None) -> bool:
+        """SENT -> QUEUED (taken back from a mailbox), if still SENT (in ``batch`` if given)."""
+        with _claims:
+            if self.state != SENT or (batch is not None and self.batch is not batch):
+                return False
+            self.state, self.batch = QUEUED, None
+            return True
+
+    def end_unstarted(self) -> bool:
+        """QUEUED or SENT -> ENDED (a cancellation): True if this caller ended it."""
+        with _claims:
+            if self.state not in (QUEUED, SENT):
+                return False
+            self.state = ENDED
+            return True
 
     def __repr__(self) -> str:
         return f"<Ticket {self.action.name} {self.action.id} attempt={self.action.attempt}>"

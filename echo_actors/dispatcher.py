@@ -3,10 +3,15 @@
 
 Each Site has a queue in two parts: what sits in its mailbox (sent, at most
 ``Fate.mailbox_window`` tickets) and a backlog the dispatcher holds back. A
-keyed action goes to its key's Site; any other to the shallowest queue. When
-a Site has room and nothing of its own, the dispatcher steals the newest
-unstarted tickets of the deepest queue (backlog first, then mailbox) and
-sends them to it. Actions marked ``ordered`` are never stolen.
+keyed action goes to its key's Site; any other to the shallowest queue. A Site
+with room and nothing of its own steals the newest unstarted tickets of the
+queue with the most to steal (backlog first, then mailbox), trying the next
+queue when one has none. An ``ordered`` key has one action in flight at a
+time, never stolen: the next starts when the previous one ended for good.
+
+The dispatcher alone owns the queues and the Sites' refs. Everything else
+reaches it through its :class:`Desk`, a queue of events that outlives a
+crashed dispatcher: its successor takes the desk over and reconciles.
 """
 
 from __future__ import annotations
@@ -14,25 +19,37 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 import pykka
 import structlog
 
-from echo_actors._core import Slot
-from echo_actors._messages import Batch, Done, HandBack, SiteExited, SiteStarted, StatsRequest, Wake
-from echo_actors._ticket import Ticket
+from echo_actors._messages import (
+    Batch,
+    Cancel,
+    Done,
+    HandBack,
+    KeyFree,
+    Requeue,
+    SiteExited,
+    SiteStarted,
+    StatsRequest,
+    Wake,
+)
+from echo_actors._settle import CANCELLED, Settler
+from echo_actors._ticket import ENDED, QUEUED, RUNNING, SENT, Ticket, _claims
+from echo_actors.production import Production
 
-if TYPE_CHECKING:
-    from echo_actors._core import Core
-
-__all__ = ["Dispatcher", "SiteStats"]
+__all__ = ["Desk", "Dispatcher", "SiteStats"]
 
 _log = structlog.get_logger("echo_actors.dispatcher")
 
 _SCAN = 16
-"""Up to this many Sites, a thief looks at every queue; beyond, at a random sample of this many."""
+"""Up to this many Sites, a thief ranks every queue; beyond, a random sample of this many."""
+
+_WAKE = Wake()
 
 
 class SiteStats(msgspec.Struct, frozen=True):
@@ -50,219 +67,413 @@ class SiteStats(msgspec.Struct, frozen=True):
     alive: bool
 
 
-class Dispatcher(pykka.Actor):
-    """Routes tickets from the Production to Sites; one per Sequence.
+class _Slot:
+    """One Site's queue as the dispatcher sees it, and its figures."""
 
-    Its queues live in the Sequence's core, so a restarted dispatcher carries
-    on where the crashed one stopped.
+    __slots__ = (
+        "alive", "backlog", "failed", "inflight", "processed", "ref", "restarts", "site",
+        "steals_in", "steals_out", "urn",
+    )  # fmt: skip
+
+    def __init__(self, site: int) -> None:
+        self.site = site
+        self.ref: pykka.ActorRef[Any] | None = None
+        self.urn: str | None = None
+        self.alive = False
+        self.inflight: deque[Ticket] = deque()  # sent to its mailbox, oldest first
+        self.backlog: deque[Ticket] = deque()  # held back for it
+        self.processed = self.failed = self.steals_in = self.steals_out = self.restarts = 0
+
+    def __hash__(self) -> int:
+        return self.site  # sets of slots iterate in Site order, the same every run
+
+    def depth(self) -> int:
+        return len(self.inflight) + len(self.backlog)
+
+    def stealable(self) -> int:
+        """Unstarted, unordered tickets queued here that wait (what a thief may take).
+
+        A Site running nothing is about to start its first ticket: that one is
+        not waiting, and taking it would only make the two Sites trade it.
+        """
+        n = sum(1 for t in self.backlog if not t.holds_key)
+        sent = running = 0
+        for ticket in self.inflight:
+            state = ticket.state
+            if state == SENT and not ticket.holds_key:
+                sent += 1
+            elif state == RUNNING:
+                running = 1
+        return n + max(0, sent - 1 + running)
+
+
+class Desk:
+    """The dispatcher's state and its event queue, handed from a crashed one to the next.
+
+    Any thread or actor may :meth:`post` an event; only the running dispatcher
+    reads events and touches the rest. A wake-up message is sent only when the
+    dispatcher may be asleep, so a burst of events costs one message.
     """
 
-    def __init__(self, core: Core) -> None:
+    settler: Settler
+    """Where the tickets it cancels end (set by the Sequence, which makes both)."""
+
+    def __init__(self, sites: int, production: Production) -> None:
+        self.slots = [_Slot(i) for i in range(sites)]
+        self.production = production
+        self.events: deque[Any] = deque()
+        self.ref: pykka.ActorRef[Any] | None = None
+        self.signalled = False
+        self.halted = False
+        self.waiting_keys: dict[str, deque[Ticket]] = {}  # ordered keys: who waits for them
+        self.busy_keys: set[str] = set()
+
+    def cancel_all(self) -> None:
+        """Stop feeding; cancel every ticket not started (queued here, sent, or waiting).
+
+        Called by the dispatcher (HandBack), or by the Sequence once no dispatcher
+        is left to own the desk (its supervisor gave up).
+        """
+        self.halted = True
+        settle = self.settler.settle
+        for slot in self.slots:
+            for ticket in [*slot.backlog, *slot.inflight]:
+                settle(ticket, CANCELLED)
+            slot.backlog.clear()
+        for waiting in self.waiting_keys.values():
+            for ticket in waiting:
+                settle(ticket, CANCELLED)
+        self.waiting_keys.clear()
+        self.settler.sweep()
+
+    def post(self, event: Any) -> None:
+        """Give the dispatcher an event (thread-safe; never lost to a dispatcher restart)."""
+        self.events.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make sure the dispatcher looks at its desk and the production soon."""
+        if not self.signalled:
+            self.signalled = True
+            ref = self.ref
+            if ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):  # its successor looks itself
+                    ref.tell(_WAKE)
+
+
+class Dispatcher(pykka.Actor):
+    """Routes tickets from the Production to Sites; one per Sequence, state on its desk."""
+
+    def __init__(self, desk: Desk, window: int, steal: bool, random: Any) -> None:
         super().__init__()
-        self._core = core
-        self._production = core.production
-        self._slots = core.slots
-        self._window = core.fate.mailbox_window
-        self._steal = core.fate.steal
-        self._halted = core.cancelling
-        self._idle: set[Slot] = set()
-        self._random = core.runtime.random("dispatcher")
-        self._alive = sum(slot.alive for slot in self._slots)
+        self._desk = desk
+        self._slots = desk.slots
+        self._production = desk.production
+        self._settler = desk.settler
+        self._window = window
+        self._steal = steal
+        self._random = random
+        self._idle: set[_Slot] = set()
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Done: self._done, SiteStarted: self._site_started, SiteExited: self._site_exited,
+            Requeue: self._requeue, KeyFree: self._key_free, HandBack: self._hand_back,
+            Wake: lambda _event: None,
+        }
 
     def on_start(self) -> None:
-        # From now on Sites and the production tell this dispatcher; what they told a
-        # crashed predecessor is recovered from the state itself.
-        self._core.dispatcher = self.actor_ref
+        desk = self._desk
+        desk.ref = self.actor_ref
+        # A predecessor may have crashed between sending a batch and recording it, or with
+        # a wake-up pending: reconcile from the tickets' own states, then read the desk.
         for slot in self._slots:
-            slot.inflight = deque(t for t in slot.inflight if not t.done)
-            ref = slot.ref
-            if slot.alive and (ref is None or not ref.is_alive()):
-                self._site_exited(SiteExited(slot.index, crashed=True))
-        self._pump()
+            slot.inflight = deque(t for t in slot.inflight if t.state != ENDED)
+            if slot.alive and (slot.ref is None or not slot.ref.is_alive()):
+                self._site_exited(SiteExited(slot.site, slot.urn, "crash"))
+        self._idle = {s for s in self._slots if s.alive and not s.inflight}
+        desk.signalled = False
+        self._drain()
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Done):
-            self._done(message)
-        elif isinstance(message, Wake):
-            self._pump()
-        elif isinstance(message, SiteStarted):
-            slot = self._slots[message.site]
-            if message.ref.is_alive() and not self._halted:
-                if not slot.alive:
-                    self._alive += 1
-                slot.ref, slot.alive = message.ref, True
-                self._feed(slot, self._share())
-                if not slot.inflight:
-                    self._idle.add(slot)
-        elif isinstance(message, SiteExited):
-            self._site_exited(message)
-        elif isinstance(message, StatsRequest):
+        if isinstance(message, Wake):
+            self._desk.signalled = False
+            self._drain()
+            return None
+        if isinstance(message, StatsRequest):
             return self._stats()
-        elif isinstance(message, HandBack):
-            return self._hand_back()
-        else:
-            return super().on_receive(message)
-        return None
+        if isinstance(message, Cancel):
+            return self._cancel(message.action_id)
+        return super().on_receive(message)
 
-    def _done(self, message: Done) -> None:
-        slot = self._slots[message.site]
-        inflight = slot.inflight
-        while inflight and inflight[0].done:
-            inflight.popleft()
-        slot.processed += message.count - message.failed
-        slot.failed += message.failed
-        if self._halted or not slot.alive:
-            return
-        self._feed(slot, self._window)
-        if not slot.inflight:
-            self._idle.add(slot)
-        elif self._idle and self._steal and slot.depth() > 1:
-            for thief in list(self._idle)[:4]:  # a few thieves: each takes half a queue
-                self._feed(thief, self._window)
+    def _drain(self) -> None:
+        events = self._desk.events
+        handlers = self._handlers
+        while events:
+            # Taken before it is handled: an event that crashes the dispatcher is not
+            # handed to its successor again (handlers keep tickets in the desk, not in locals).
+            event = events.popleft()
+            handlers[type(event)](event)
+        self._pump()
+
+    # Feeding
 
     def _pump(self) -> None:
-        """Feed every Site: an even share of what waits, so that none hoards it."""
-        if self._halted:
+        """Feed every Site an even share of what waits, then let idle Sites steal."""
+        if self._desk.halted:
             return
         alive = [slot for slot in self._slots if slot.alive]
         if not alive:
             return
-        alive.sort(key=Slot.depth)
-        share = self._share()
+        alive.sort(key=_Slot.depth)
+        share = self._share(len(alive))
         for slot in alive:
             self._feed(slot, share, steal=False)
-        idle = [slot for slot in alive if not slot.inflight]
-        self._idle.update(idle)
-        if idle and self._steal and max(slot.depth() for slot in alive) > 1:
-            for slot in idle:  # routing may have queued keyed work behind busy Sites
-                self._feed(slot, self._window)
+        if self._steal:
+            for slot in alive:
+                if not slot.inflight:
+                    self._feed(slot, self._window)
 
-    def _share(self) -> int:
-        """How much one Site may take of what waits: an even share, within its window."""
+    def _share(self, alive: int) -> int:
         pending = self._production.pending()
-        return max(1, min(self._window, -(-pending // max(1, self._alive))))
+        return max(1, min(self._window, -(-pending // max(1, alive))))
 
-    def _feed(self, slot: Slot, limit: int, *, steal: bool = True) -> None:
-        """Send ``slot`` up to ``limit`` tickets: its backlog, then new work, then stolen."""
+    def _feed(self, slot: _Slot, limit: int, *, steal: bool = True) -> None:
+        """Send ``slot`` up to ``limit`` tickets: its backlog, then new work, then stolen.
+
+        Keyed tickets taken for other Sites join their backlogs and do not count
+        against ``limit``, so unkeyed work never starves behind a busy key.
+        """
+        if self._desk.halted or not slot.alive:
+            return
         free = min(limit, self._window - len(slot.inflight))
         if free <= 0:
             return
         batch: list[Ticket] = []
-        backlog = slot.backlog
-        while backlog and len(batch) < free:
-            batch.append(backlog.popleft())
-        kick: list[Slot] = []
-        if len(batch) < free:
-            slots = self._slots
-            for ticket in self._production.take(free - len(batch)):
-                key = ticket.action.key
-                if key is None:
+        kick: list[_Slot] = []
+        taken: list[Ticket] = []
+        i = 0
+        try:
+            backlog = slot.backlog
+            while backlog and len(batch) < free:
+                ticket = backlog.popleft()
+                if ticket.state == QUEUED:
                     batch.append(ticket)
-                    continue
-                # crc32, not hash(): the same Site for a key in every process (and run)
-                target = slots[zlib.crc32(key.encode()) % len(slots)]
-                if target is slot:
-                    batch.append(ticket)
-                else:  # another Site's key: queue it there, and feed that Site if it idles
-                    target.backlog.append(ticket)
-                    if target.alive and not target.inflight:
-                        kick.append(target)
-        if not batch and not slot.inflight and steal and self._steal:
-            batch = self._steal_for(slot, free)
+            while len(batch) < free:
+                taken, i = self._production.take(free - len(batch)), 0
+                if not taken:
+                    break
+                while i < len(taken):
+                    ticket = taken[i]
+                    i += 1
+                    if self._route(ticket, slot, kick):
+                        batch.append(ticket)
+                taken = []
+            if not batch and not slot.inflight and steal and self._steal:
+                batch = self._steal_for(slot, free)
+        except BaseException:
+            slot.backlog.extendleft(reversed([*batch, *taken[i:]]))  # a failed handler loses none
+            raise
         if batch:
             self._send(slot, batch)
+        elif not slot.inflight:
+            self._idle.add(slot)
         for target in kick:
             if not target.inflight:
                 self._feed(target, self._window)
 
-    def _victim(self) -> Slot:
-        """The deepest queue: of all Sites when they are few, else of a random sample."""
+    def _slot_for(self, key: str) -> _Slot:
+        # crc32, not hash(): the same Site for a key in every process (and run)
+        slots = self._slots
+        return slots[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(slots)]
+
+    def _route(self, ticket: Ticket, slot: _Slot, kick: list[_Slot]) -> bool:
+        """True if a new ticket belongs in ``slot``'s batch; else it was queued elsewhere.
+
+        A keyed ticket for another Site joins that Site's backlog (``kick``: feed
+        it if it idles); an ordered one waits while its key is busy.
+        """
+        if ticket.state != QUEUED:
+            return False  # cancelled while it waited: nothing to run
+        action = ticket.action
+        key = action.key
+        if key is None:
+            return True
+        target = self._slot_for(key)
+        if action.ordered and not ticket.holds_key:
+            desk = self._desk
+            if key in desk.busy_keys:
+                desk.waiting_keys.setdefault(key, deque()).append(ticket)
+                return False
+            desk.busy_keys.add(key)
+            ticket.holds_key = True
+        if target is slot:
+            return True
+        target.backlog.append(ticket)
+        if target.alive and not target.inflight and target not in kick:
+            kick.append(target)
+        return False
+
+    def _steal_for(self, thief: _Slot, free: int) -> list[Ticket]:
+        """Take unstarted tickets for ``thief`` from the queue with the most to steal."""
         slots = self._slots
         if len(slots) > _SCAN:
             slots = self._random.sample(slots, _SCAN)
-        return max(slots, key=Slot.depth)
+        ranked = sorted(
+            ((slot.stealable(), slot) for slot in slots if slot is not thief),
+            key=lambda pair: -pair[0],
+        )
+        for count, victim in ranked:
+            if count <= 0:
+                break
+            stolen = self._take_from(victim, min(free, max(1, count // 2)))
+            if stolen:
+                victim.steals_out += len(stolen)
+                thief.steals_in += len(stolen)
+                _log.debug("steal", thief=thief.site, victim=victim.site, count=len(stolen))
+                return stolen
+        return []
 
-    def _steal_for(self, thief: Slot, free: int) -> list[Ticket]:
-        victim = self._victim()
-        if victim is thief or victim.depth() < 2:
-            return []
-        want = min(free, max(1, victim.depth() // 2))
+    @staticmethod
+    def _take_from(victim: _Slot, want: int) -> list[Ticket]:
+        """The newest unstarted, unordered tickets of ``victim``: backlog first, then mailbox."""
         stolen: list[Ticket] = []
+        kept: list[Ticket] = []
         backlog = victim.backlog
-        while backlog and len(stolen) < want and not backlog[-1].action.ordered:
-            stolen.append(backlog.pop())
-        if len(stolen) < want and victim.alive:
+        while backlog and len(stolen) < want:
+            ticket = backlog.pop()
+            if ticket.holds_key:
+                kept.append(ticket)
+            elif ticket.state == QUEUED:
+                stolen.append(ticket)
+        backlog.extend(reversed(kept))
+        if len(stolen) < want:
             inflight = victim.inflight
-            with victim.lock:
+            keep: list[Ticket] = []
+            with _claims:
                 while inflight and len(stolen) < want:
-                    ticket = inflight[-1]
-                    if ticket.started or ticket.action.ordered:
-                        break
-                    inflight.pop()
-                    ticket.owner = None
-                    stolen.append(ticket)
-        if stolen:
-            stolen.reverse()
-            victim.steals_out += len(stolen)
-            thief.steals_in += len(stolen)
-            _log.debug(
-                "steal", thief=thief.index, victim=victim.index,
-                count=len(stolen),
-            )
+                    ticket = inflight.pop()
+                    if ticket.state == SENT and not ticket.holds_key:
+                        ticket.state, ticket.batch = QUEUED, None
+                        stolen.append(ticket)
+                    elif ticket.state != ENDED:
+                        keep.append(ticket)
+            inflight.extend(reversed(keep))
+        stolen.reverse()
         return stolen
 
-    def _send(self, slot: Slot, batch: list[Ticket]) -> None:
+    def _send(self, slot: _Slot, batch: list[Ticket]) -> None:
         self._idle.discard(slot)
-        message = Batch(slot.index, batch)
+        assert slot.ref is not None and slot.urn is not None
+        message = Batch(slot.site, slot.urn, batch)
         for ticket in batch:
-            ticket.owner = message
+            ticket.batch = message
+            ticket.state = SENT
         slot.inflight.extend(batch)
-        assert slot.ref is not None
-        # A dead Site's SiteExited is on its way: _site_exited takes these back.
+        # A dead Site's exit is on its way to the desk: _site_exited takes these back.
         with contextlib.suppress(pykka.ActorDeadError):
             slot.ref.tell(message)
 
-    def _site_exited(self, message: SiteExited) -> None:
-        slot = self._slots[message.site]
+    # Events
+
+    def _done(self, event: Done) -> None:
+        slot = self._slots[event.site]
+        inflight = slot.inflight
+        while inflight and inflight[0].state == ENDED:
+            inflight.popleft()
+        slot.processed += event.ran - event.failed
+        slot.failed += event.failed
+        if self._desk.halted or not slot.alive:
+            return
+        self._feed(slot, self._window)
+        if self._steal and self._idle and slot.stealable():
+            for thief in sorted(self._idle, key=_Slot.__hash__)[:4]:
+                self._feed(thief, self._window)
+
+    def _site_started(self, event: SiteStarted) -> None:
+        slot = self._slots[event.site]
+        ref = event.ref
+        if not ref.is_alive():
+            return  # it died already; its exit follows on the desk
+        slot.ref, slot.urn, slot.alive = ref, ref.actor_urn, True
+        self._feed(slot, self._share(sum(s.alive for s in self._slots)))
+
+    def _site_exited(self, event: SiteExited) -> None:
+        slot = self._slots[event.site]
+        if event.urn is not None and slot.urn is not None and event.urn != slot.urn:
+            self._take_back(slot, event.urn)  # an old incarnation: the new one runs on
+            return
         if not slot.alive:
             return
         slot.alive = False
-        self._alive -= 1
         self._idle.discard(slot)
-        slot.restarts += 1
+        slot.restarts += event.reason != "shutdown"
+        back = self._take_back(slot, slot.urn)
+        if event.reason == "crash":
+            _log.warning("site_exited", site=event.site, reason=event.reason, requeued=back)
+
+    def _take_back(self, slot: _Slot, urn: str | None) -> int:
+        """Put the unstarted tickets sent to Site incarnation ``urn`` back in the backlog."""
         back: list[Ticket] = []
-        with slot.lock:
+        keep: deque[Ticket] = deque()
+        with _claims:
             for ticket in slot.inflight:
-                owner = ticket.owner
-                if owner is not None and owner.site == message.site and not ticket.done:
-                    ticket.owner = None
+                batch = ticket.batch
+                if ticket.state == SENT and batch is not None and batch.urn == urn:
+                    ticket.state, ticket.batch = QUEUED, None
                     back.append(ticket)
-            slot.inflight.clear()
-        held = [ticket for ticket in back if ticket.started]
-        _log.warning(
-            "site_exited", site=message.site, crashed=message.crashed,
-            requeued=len(back), held=[t.action.id for t in held],
+                elif ticket.state != ENDED:
+                    keep.append(ticket)
+        slot.inflight = keep
+        slot.backlog.extendleft(reversed(back))
+        return len(back)
+
+    def _requeue(self, event: Requeue) -> None:
+        ticket: Ticket = event.ticket
+        if ticket.state != QUEUED:
+            return
+        if self._desk.halted:
+            self._settler.settle(ticket, CANCELLED)
+            return
+        key = ticket.action.key
+        assert key is not None
+        slot = self._slot_for(key)
+        slot.backlog.appendleft(ticket)  # it holds its key: it runs next
+        if not slot.inflight:
+            self._feed(slot, self._window)
+
+    def _key_free(self, event: KeyFree) -> None:
+        desk = self._desk
+        waiting = desk.waiting_keys.get(event.key)
+        while waiting:
+            ticket = waiting.popleft()
+            if ticket.state == QUEUED:
+                ticket.holds_key = True
+                self._slot_for(event.key).backlog.append(ticket)
+                return
+        desk.waiting_keys.pop(event.key, None)
+        desk.busy_keys.discard(event.key)
+
+    def _hand_back(self, _event: HandBack) -> None:
+        self._desk.cancel_all()
+
+    def _cancel(self, action_id: str) -> bool:
+        desk = self._desk
+        queues: list[Iterable[Ticket]] = [slot.backlog for slot in self._slots]
+        queues += [slot.inflight for slot in self._slots]
+        queues += desk.waiting_keys.values()
+        queues.append(self._production.tickets())
+        settle = self._settler.settle
+        return any(
+            settle(ticket, CANCELLED)
+            for queue in queues for ticket in list(queue) if ticket.action.id == action_id
         )
-        for ticket in held:
-            self._core.crashed(ticket, message.site)
-        slot.backlog.extendleft(reversed([t for t in back if not t.started]))
 
     def _stats(self) -> list[SiteStats]:
         return [
             SiteStats(
-                site=i, depth=slot.depth(), in_mailbox=len(slot.inflight),
+                site=slot.site, depth=slot.depth(), in_mailbox=len(slot.inflight),
                 backlog=len(slot.backlog), processed=slot.processed, failed=slot.failed,
                 steals_in=slot.steals_in, steals_out=slot.steals_out,
                 restarts=slot.restarts, alive=slot.alive,
             )
-            for i, slot in enumerate(self._slots)
+            for slot in self._slots
         ]
-
-    def _hand_back(self) -> list[Ticket]:
-        self._halted = True
-        out: list[Ticket] = []
-        for slot in self._slots:
-            out.extend(slot.backlog)
-            slot.backlog.clear()
-        out.extend(self._production.hand_back())
-        return out

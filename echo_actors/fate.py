@@ -37,6 +37,8 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     - ``max_action_bytes``: largest encoded action accepted from outside.
     - ``action_events``: log a debug event at each step of every action
       (off by default: logging must not cost more than a no-op action).
+    - ``max_dead_letters``: dead letters a Sequence keeps in memory; older ones
+      are dropped (and counted) beyond it. Durable productions keep their own.
     """
 
     max_attempts: int = 3
@@ -52,6 +54,7 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     license_keys: tuple[str, ...] = ()
     max_action_bytes: int = 1 << 20
     action_events: bool = False
+    max_dead_letters: int = 10_000
 
     def __post_init__(self) -> None:
         if self.sites < 1:
@@ -62,6 +65,8 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("mailbox_window must be >= 1")
         if self.max_action_bytes < 1:
             raise ValueError("max_action_bytes must be >= 1")
+        if self.max_dead_letters < 0:
+            raise ValueError("max_dead_letters must be >= 0")
         self.retry_policy()  # validates the backoff settings
 
     def retry_policy(self) -> RetryPolicy:

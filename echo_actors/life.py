@@ -74,11 +74,17 @@ class _LifeActor(pykka.Actor):
             fate or self._snapshot.fate,
         )
         message = LifeChanged(self._snapshot)
+        self._prune()
         for ref in list(self._subscribers):
             try:
                 ref.tell(message)
             except pykka.ActorDeadError:
                 self._subscribers.remove(ref)
+
+    def _prune(self) -> None:
+        # A subscriber that crashed never unsubscribed: forget every dead one, so
+        # that a Site restarted again and again does not grow the list.
+        self._subscribers[:] = [ref for ref in self._subscribers if ref.is_alive()]
 
     def register_hook(self, name: str, hook: Callable[..., Any]) -> None:
         self._hooks[name] = hook
@@ -95,8 +101,13 @@ class _LifeActor(pykka.Actor):
         return self._snapshot
 
     def subscribe(self, ref: pykka.ActorRef[Any]) -> LifeSnapshot:
-        self._subscribers.append(ref)
+        self._prune()
+        if ref not in self._subscribers:
+            self._subscribers.append(ref)
         return self._snapshot
+
+    def subscribers(self) -> list[pykka.ActorRef[Any]]:
+        return list(self._subscribers)
 
     def unsubscribe(self, ref: pykka.ActorRef[Any]) -> None:
         if ref in self._subscribers:
@@ -227,12 +238,21 @@ class Life:
         return snapshot
 
     def subscribe(self, ref: pykka.ActorRef[Any]) -> LifeSnapshot:
-        """Have ``ref`` told ``LifeChanged`` on every change; returns the current snapshot."""
+        """Have ``ref`` told ``LifeChanged`` on every change; returns the current snapshot.
+
+        Subscribing twice is subscribing once. Subscribers that died without
+        unsubscribing are dropped here and at every change.
+        """
         snapshot: LifeSnapshot = self._ask("subscribe", ref)
         return snapshot
 
+    def subscribers(self) -> list[pykka.ActorRef[Any]]:
+        """The refs told of changes, as held now (dead ones go at the next subscribe or change)."""
+        refs: list[pykka.ActorRef[Any]] = self._ask("subscribers")
+        return refs
+
     def unsubscribe(self, ref: pykka.ActorRef[Any]) -> None:
-        """Stop telling ``ref`` about changes."""
+        """Stop telling ``ref`` about changes (call it from ``on_stop`` and ``on_failure``)."""
         if self._ref is not None and self._ref.is_alive():
             self._ask("unsubscribe", ref)
 

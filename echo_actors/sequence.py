@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
@@ -13,18 +14,20 @@ import msgspec
 import pykka
 import structlog
 
-from echo_actors._core import Core
-from echo_actors._messages import HandBack, StatsRequest
+from echo_actors._ledger import Ledger
+from echo_actors._messages import Cancel, HandBack, SiteExited, SiteStarted, StatsRequest
+from echo_actors._settle import Settler
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.dead_letter import DeadLetter
-from echo_actors.dispatcher import Dispatcher, SiteStats
+from echo_actors.dispatcher import Desk, Dispatcher, SiteStats
 from echo_actors.fate import Fate
 from echo_actors.life import Life
+from echo_actors.pipeline import Step
 from echo_actors.plan import Plan
 from echo_actors.production import Production
-from echo_actors.runtime import Runtime, get_runtime
-from echo_actors.site import Site
+from echo_actors.runtime import MainExitHandle, Runtime, get_runtime, on_main_exit
+from echo_actors.site import Site, SiteContext, crashed_running_an_action
 from echo_actors.supervision import (
     ChildSpec,
     SupervisorHandle,
@@ -50,6 +53,20 @@ class Stats(msgspec.Struct, frozen=True):
     queued: int
     waiting: int
     sites: list[SiteStats]
+    dead_letters_dropped: int = 0
+
+
+class _Running(msgspec.Struct):
+    """What a started Sequence holds: the books, the dispatcher's desk, the Sites' context."""
+
+    ledger: Ledger
+    settler: Settler
+    desk: Desk
+    context: SiteContext
+
+
+def _life_fate(life: Life) -> Fate:
+    return life._state.snapshot.fate  # read without starting its actor
 
 
 class Sequence:
@@ -59,13 +76,22 @@ class Sequence:
     returns it or raises the final error); actions assigned to the
     ``production`` run too. Failures worth retrying are retried after an
     exponential backoff with jitter, on a timer; the rest, and those out of
-    attempts, become dead letters. Every accepted action ends completed,
-    dead-lettered or cancelled.
+    attempts, become dead letters. Every accepted action ends exactly once:
+    completed, dead-lettered or cancelled.
 
     ``site`` is the Site class (subclass it to change how actions are
-    received); ``runtime`` is ``"thread"`` (default) or ``"gevent"``; unset
-    settings come from ``fate`` (by default :meth:`Fate.load`: ``ECHO_*``
-    variables over the defaults).
+    received); ``runtime`` is ``"thread"`` (default), ``"gevent"`` or
+    ``"simulation"`` (deterministic, on a virtual clock); ``steps`` are
+    pipeline steps of yours (see :mod:`echo_actors.pipeline`).
+
+    There is one Fate, and Life owns it: ``fate`` is applied to ``life``
+    when that Life still has the default Fate; a Life with another Fate
+    is refused (``ValueError``) rather than silently overridden. Without
+    either, ``Fate()``'s defaults (environment variables are read only by
+    :meth:`Fate.load`). ``life.set_fate(...)`` reaches running Sites at once
+    for what concerns one action (attempts, backoff, license keys, events);
+    the structure (``sites``, ``runtime``, ``mailbox_window``, ``steal``,
+    restart intensity) is read when the Sequence starts.
 
     Its dispatcher, Sites (and its Life, when it made it) run under a
     supervisor called ``name``: a top-level one, or a child of ``parent`` so
@@ -84,6 +110,7 @@ class Sequence:
         runtime: str | Runtime | None = None,
         name: str = "sequence",
         parent: SupervisorHandle | None = None,
+        steps: Iterable[Step] = (),
     ) -> None:
         if not isinstance(plan, Plan):
             raise TypeError(f"expected a Plan, got {type(plan).__name__}")
@@ -91,17 +118,36 @@ class Sequence:
             raise TypeError(f"site must be Site or a subclass of it, not {site!r}")
         if production is not None and not isinstance(production, Production):
             raise TypeError(f"expected a Production, got {type(production).__name__}")
-        if sites is not None and (not isinstance(sites, int) or sites < 1):
+        if sites is not None and (isinstance(sites, bool) or not isinstance(sites, int)
+                                  or sites < 1):
             raise ValueError(f"sites must be a positive int, not {sites!r}")
+        if fate is not None and not isinstance(fate, Fate):
+            raise TypeError(f"expected a Fate, got {type(fate).__name__}")
+        self.steps = tuple(steps)
+        if not all(callable(step) for step in self.steps):
+            raise TypeError("every pipeline step must be callable")
         self.plan = plan.build()
-        self.fate = fate if fate is not None else (life.fate if life is not None else Fate.load())
+        self._apply_fate: Fate | None = None
+        if life is None:
+            self.fate = fate if fate is not None else Fate()
+        else:
+            held = _life_fate(life)
+            if fate is None or fate == held:
+                self.fate = held
+            elif held == Fate():
+                self.fate = self._apply_fate = fate
+            else:
+                raise ValueError(
+                    "this Life has a Fate of its own that differs from the fate given: "
+                    "one Fate per Life (pass one of them, or life.set_fate(fate) first)"
+                )
         self.runtime = get_runtime(runtime if runtime is not None else self.fate.runtime)
         self._owns_life = life is None
         self.life = life if life is not None else Life(self.fate, runtime=self.runtime)
         self.production = production if production is not None else Production()
         self.site_class = site
         self.sites = sites if sites is not None else self.fate.sites
-        self._core: Core | None = None
+        self._run: _Running | None = None
         self.name = name
         self._parent = parent
         self.supervisor: SupervisorHandle | None = None
@@ -109,10 +155,12 @@ class Sequence:
         self._starting = False
         self._closing = False
         self._ready = self.runtime.event()
-        self._accepting = False
         self._stop_requested = self.runtime.event()
         self._stopped = self.runtime.event()
         self._handed_back: list[Action] = []
+        self._exit_hook: MainExitHandle | None = None
+        self.failure: BaseException | None = None
+        """Why the Sequence failed (its supervisor gave up), or None."""
 
     # Lifecycle
 
@@ -123,7 +171,9 @@ class Sequence:
         wait for it (no lock is held while actors start, so greenlets may switch).
 
         Raises:
-            RuntimeError: the Sequence was shut down (make a new one).
+            RuntimeError: the Sequence was shut down (make a new one), or it
+                failed to start.
+            Exception: what a Site (or the dispatcher) raised while starting.
         """
         with self._start_lock:
             if self._stopped.is_set():
@@ -131,27 +181,41 @@ class Sequence:
             first, self._starting = not self._starting, True
         if not first:
             self._ready.wait()
-            if self._core is None:
+            if self._run is None:
                 raise RuntimeError("this Sequence failed to start")
             return self
         try:
             self._start()
+        except BaseException:
+            self._stopped.set()
+            raise
         finally:
             self._ready.set()
         return self
 
     def _start(self) -> None:
         self.life.attach(self.runtime)
-        core = Core(self.plan, self.life, self.fate, self.production, self.runtime, self.sites)
+        if self._apply_fate is not None:
+            self.life.set_fate(self._apply_fate)
+        fate = self.fate
+        runtime = self.runtime
+        ledger = Ledger(runtime.event(), fate.max_dead_letters)
+        scheduler = runtime.scheduler()
+        desk = Desk(self.sites, self.production)
+        settler = Settler(self.plan, self.production, ledger, scheduler,
+                          runtime.random("settler"), desk.post)
+        desk.settler = settler
+        context = SiteContext(self.plan, self.life, runtime, settler, desk, self.steps)
+        self._run = _Running(ledger, settler, desk, context)
         # Bound first, so that what was assigned before the start is counted before it runs.
-        self.production.bind(core.wake, core.ledger.accept)
+        self.production.bind(desk.wake, ledger.accept)
         try:
-            specs = self._child_specs(core)
-            limit, within = self.fate.max_restarts, self.fate.restart_within
+            specs = self._child_specs(desk, context)
+            limit, within = fate.max_restarts, fate.restart_within
             if self._parent is None:
                 self.supervisor = start_supervisor(
-                    specs, "one_for_one", runtime=self.runtime, name=self.name,
-                    max_restarts=limit, within=within,
+                    specs, "one_for_one", runtime=runtime, name=self.name,
+                    max_restarts=limit, within=within, on_give_up=self._fail,
                 )
             else:
 
@@ -159,27 +223,60 @@ class Sequence:
                     self.supervisor = SupervisorHandle(ref)
 
                 self._parent.start_child(supervisor_spec(
-                    self.name, specs, on_start=adopt, max_restarts=limit, within=within
+                    self.name, specs, on_start=adopt, max_restarts=limit, within=within,
+                    on_give_up=self._fail,
                 ))
         except BaseException:
+            self._run = None
             self.production.bind(None)
+            scheduler.stop()
             raise
-        self._core = core
-        self._accepting = True
-        _log.debug("sequence_started", sites=self.sites, runtime=self.runtime.name)
+        if runtime.name == "thread":
+            self._exit_hook = on_main_exit(self._main_exited)
+        _log.debug("sequence_started", sites=self.sites, runtime=runtime.name)
 
-    def _child_specs(self, core: Core) -> list[ChildSpec]:
+    def _main_exited(self) -> None:
+        """The main thread ended with this Sequence running: cancel what waits, and stop."""
+        warnings.warn(
+            f"{self!r} was still running when the main thread ended: what had not started "
+            "was cancelled (use `with Sequence(...)` or call shutdown())",
+            RuntimeWarning, stacklevel=1,
+        )
+        self.shutdown(drain=False, timeout=self.fate.restart_within)
+
+    def _fail(self, error: BaseException) -> None:
+        """Its supervisor gave up (in the supervisor, its children stopped): fail loudly.
+
+        Nothing runs any more, so the desk has no other owner: every action
+        not ended is cancelled with the cause, ``submit`` raises it, and
+        :meth:`run` raises ``error`` once it stopped.
+        """
+        run = self._run
+        if run is None:
+            return
+        self.failure = error
+        because = (f"cancelled: the Sequence failed ({error}; last error: "
+                   f"{error.__cause__!r})")
+        _log.error("sequence_failed", error=str(error), cause=repr(error.__cause__))
+        run.ledger.close(f"this Sequence failed and takes no more actions: {error}")
+        run.settler.start_cancelling(because)
+        run.desk.cancel_all()
+        self._stop_requested.set()
+
+    def _child_specs(self, desk: Desk, context: SiteContext) -> list[ChildSpec]:
         def site_spec(index: int) -> ChildSpec:
             return ChildSpec(
-                name=f"site-{index}", actor_class=self.site_class, args=(index, core),
-                on_start=lambda ref: core.site_started(index, ref),
-                on_exit=lambda info: core.site_exited(index, info.reason == "crash"),
+                name=f"site-{index}", actor_class=self.site_class, args=(index, context),
+                on_start=lambda ref: desk.post(SiteStarted(index, ref)),
+                on_exit=lambda info: desk.post(SiteExited(index, info.urn, info.reason)),
+                counted=lambda info: not crashed_running_an_action(info.error),
             )
 
-        def dispatcher_started(ref: pykka.ActorRef[Any]) -> None:
-            core.dispatcher = ref  # before any Site starts and tells it so
-
-        dispatcher = ChildSpec("dispatcher", Dispatcher, (core,), on_start=dispatcher_started)
+        fate = self.fate
+        random = self.runtime.random("dispatcher")
+        dispatcher = ChildSpec(
+            "dispatcher", Dispatcher, (desk, fate.mailbox_window, fate.steal, random)
+        )
         sites = [site_spec(index) for index in range(self.sites)]
         owned = [self.life.child_spec()] if self._owns_life and not self.life.started else []
         return [*owned, dispatcher, *sites]
@@ -196,7 +293,11 @@ class Sequence:
         self.shutdown(drain=exc_type is None)
 
     def run(self) -> None:
-        """Start, then block until :meth:`shutdown` (or SIGINT/SIGTERM, which drain)."""
+        """Start, then block until :meth:`shutdown` (or SIGINT/SIGTERM, which drain).
+
+        Raises:
+            RestartIntensityError: the Sequence failed (its supervisor gave up).
+        """
         self.start()
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
@@ -209,50 +310,52 @@ class Sequence:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if self.failure is not None:
+            raise self.failure
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every accepted action has ended; False if ``timeout`` ran out first."""
-        core = self._core
-        return True if core is None else core.ledger.idle.wait(timeout)
+        run = self._run
+        return True if run is None else run.ledger.idle.wait(timeout)
 
     def shutdown(self, drain: bool = True, timeout: float | None = None) -> list[Action]:
         """Stop the Sequence; returns the actions handed back (cancelled, not run).
 
-        With ``drain``, waits (up to ``timeout`` seconds) for everything
-        accepted to end, retries and delays included; what is left after the
-        timeout is cancelled as without ``drain``. Without ``drain``, what has
-        not started is cancelled (its future raises CancellationError) and
-        handed back; what is running finishes.
+        ``submit`` refuses new actions from the moment this is called. With
+        ``drain``, waits (up to ``timeout`` seconds) for everything accepted
+        to end, retries, delays and chained actions included; what is left
+        after the timeout is cancelled as without ``drain``. Without
+        ``drain``, what has not started is cancelled (its future raises
+        CancellationError) and handed back; what is running finishes.
         """
         with self._start_lock:
-            core = self._core
-            if core is None:
+            run = self._run
+            if run is None:
                 self._stopped.set()
             closing, self._closing = self._closing, True
-        if core is None or closing:  # not started, or another caller is stopping it
+        if run is None or closing:  # not started, or another caller is stopping it
             self._stopped.wait(timeout)
             return list(self._handed_back)
-        self._accepting = False
+        if self._exit_hook is not None:
+            self._exit_hook.cancel()
+        run.ledger.close()
         self.production.pause()
-        if not (drain and core.ledger.idle.wait(timeout)):
-            core.start_cancelling()
-            assert core.dispatcher is not None
-            left = cast("list[Ticket]", core.dispatcher.ask(HandBack()))
-            core.hand_back(left)
-            core.ledger.idle.wait(timeout)
-        core.closing = True
+        if not (drain and run.ledger.idle.wait(timeout)):
+            run.settler.start_cancelling()
+            run.desk.post(HandBack())
+            run.ledger.idle.wait(timeout)
         self.production.bind(None)
         if self._parent is not None:
             self._parent.terminate_child(self.name)
             self._parent.delete_child(self.name)
         elif self.supervisor is not None:
             self.supervisor.stop()
-        core.scheduler.stop()
+        run.settler.scheduler.stop()
         if self._owns_life:
             self.life.stop()
-        self._handed_back = [ticket.action for ticket in core.handed_back]
+        self._handed_back = [ticket.action for ticket in run.settler.handed_back]
         self._stopped.set()
-        counts = core.ledger.counts
+        counts = run.ledger.counts
         _log.debug(
             "sequence_stopped", completed=counts["completed"],
             dead_lettered=counts["dead_lettered"], cancelled=counts["cancelled"],
@@ -261,14 +364,12 @@ class Sequence:
 
     # Work
 
-    def _started(self) -> Core:
-        core = self._core
-        if core is None:
-            core = self.start()._core
-            assert core is not None
-        if not self._accepting:
-            raise RuntimeError("this Sequence is shutting down and takes no more actions")
-        return core
+    def _started(self) -> _Running:
+        run = self._run
+        if run is None:
+            run = self.start()._run
+            assert run is not None
+        return run
 
     def submit(self, action: Action) -> pykka.Future[Any]:
         """Queue ``action``; returns a future of its result (starts the Sequence if need be).
@@ -279,56 +380,85 @@ class Sequence:
         """
         if not isinstance(action, Action):
             raise TypeError(f"expected an Action, got {type(action).__name__}")
-        core = self._started()
+        run = self._started()
         future = self.runtime.future()
-        core.ledger.accept()
-        core.enqueue(Ticket(action, future))
+        run.ledger.admit()
+        run.settler.enqueue(Ticket(action, future))
         return future
 
     def submit_many(self, actions: Iterable[Action]) -> list[pykka.Future[Any]]:
-        """Queue several actions at once (one wake-up); returns their futures in order."""
+        """Queue several actions at once (one wake-up); returns their futures in order.
+
+        All or none: a wrong item raises before any is queued.
+        """
         actions = list(actions)
         for action in actions:
             if not isinstance(action, Action):
                 raise TypeError(f"expected Actions, got a {type(action).__name__}")
-        core = self._started()
+        run = self._started()
         tickets = [Ticket(action, self.runtime.future()) for action in actions]
-        core.ledger.accept(len(tickets))
-        now = [ticket for ticket in tickets if ticket.action.delay <= 0]
+        run.ledger.admit(len(tickets))
+        now: list[Ticket] = []
         for ticket in tickets:
             if ticket.action.delay > 0:
-                core.enqueue(ticket)
+                run.settler.enqueue(ticket)
+            else:
+                now.append(ticket)
         if now:
-            self.production.put_many(now)
-            if core.cancelling:
-                core.sweep()
+            run.settler.put_many(now)
         return [ticket.future for ticket in tickets]
 
+    def cancel(self, action_id: str) -> bool:
+        """Cancel the action ``action_id`` if it has not started; True if it was cancelled.
+
+        Its future raises CancellationError and it is handed back, as at a
+        shutdown without drain. An action that started runs on (False); so
+        does one that ended or is unknown here. Modellers use it for
+        abandonment, servers for a client that went away.
+        """
+        run = self._run
+        if run is None:
+            return False
+        if run.settler.cancel_waiting(action_id):
+            return True
+        ref = run.desk.ref
+        if ref is None:
+            return False
+        try:
+            return bool(ref.ask(Cancel(action_id), timeout=10))
+        except pykka.ActorDeadError:
+            return False
+
     def dead_letters(self) -> list[DeadLetter]:
-        """The actions that failed for good, oldest first."""
-        core = self._core
-        return [] if core is None else core.ledger.dead_letters()
+        """The actions that failed for good, oldest first (at most ``Fate.max_dead_letters``)."""
+        run = self._run
+        return [] if run is None else run.ledger.dead_letters()
 
     def requeue(self, ids: Iterable[str] | DeadLetter | None = None) -> list[pykka.Future[Any]]:
         """Send dead letters back (all, or those with these action ids), attempts reset.
 
         Returns the futures of the requeued actions.
         """
-        core = self._started()
+        run = self._started()
+        run.ledger.admit(0)  # refused once shutting down, like submit
         if isinstance(ids, DeadLetter):
             ids = [ids.action.id]
-        letters = core.ledger.take_dead(None if ids is None else set(ids))
+        letters = run.ledger.take_dead(None if ids is None else set(ids))
         return [self.submit(letter.action.replace(attempt=1)) for letter in letters]
 
     def stats(self) -> Stats:
         """Counts per outcome and per Site (asks the dispatcher)."""
-        core = self._core
-        if core is None:
+        run = self._run
+        if run is None:
             return Stats(0, 0, 0, 0, 0, 0, 0, self.production.pending(), 0, [])
-        counts = core.ledger.counts
+        counts = run.ledger.counts
         sites: list[SiteStats] = []
-        if core.dispatcher is not None and core.dispatcher.is_alive():
-            sites = cast("list[SiteStats]", core.dispatcher.ask(StatsRequest()))
+        ref = run.desk.ref
+        if ref is not None:
+            try:
+                sites = cast("list[SiteStats]", ref.ask(StatsRequest(), timeout=10))
+            except pykka.ActorDeadError:
+                sites = []
         return Stats(
             accepted=counts["accepted"],
             completed=counts["completed"],
@@ -336,12 +466,13 @@ class Sequence:
             cancelled=counts["cancelled"],
             retried=counts["retried"],
             crash_requeued=counts["crash_requeued"],
-            outstanding=core.ledger.outstanding,
+            outstanding=run.ledger.outstanding,
             queued=self.production.pending(),
-            waiting=core.waiting(),
+            waiting=run.settler.waiting(),
             sites=sites,
+            dead_letters_dropped=counts["dead_letters_dropped"],
         )
 
     def __repr__(self) -> str:
-        state = "stopped" if self._stopped.is_set() else "running" if self._core else "new"
+        state = "stopped" if self._stopped.is_set() else "running" if self._run else "new"
         return f"<Sequence {state} sites={self.sites} runtime={self.runtime.name}>"

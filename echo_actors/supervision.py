@@ -8,16 +8,41 @@ restarts them when they exit, by a strategy (``one_for_one``,
 Exits are pushed, never polled: each child runs from a cached subclass of its
 class whose loop tells the supervisor how it ended. Supervisors are actors
 like any other, so they nest into trees; one that gives up is a crash of
-that child in its parent. Only the :class:`Runtime` protocol is used.
+that child in its parent (and calls its ``on_give_up``). Only the
+:class:`Runtime` protocol is used.
+
+Starting follows OTP: children start one after another, child N+1 only once
+child N's ``__init__`` and ``on_start`` (and its spec's ``on_start``
+callback) have returned. If one of them raises, the start fails with a
+:class:`SupervisorStartError` naming the child (its ``__cause__`` is the
+child's error): the children already started are stopped, in reverse order,
+and the later ones never start. :func:`start_supervisor` raises it, a nested
+supervisor's start failure fails its parent's start the same way. A child
+that fails to start when it is *restarted* after a crash counts as one more
+crash against the restart intensity instead. A child's ``on_start`` must not
+wait for its own supervisor (which is busy starting it), as in OTP.
+
+Exceptions that are not ``Exception`` subclasses: pykka stops *every* actor
+of the process when a ``BaseException`` escapes a message handler. In a supervised
+child, a ``SystemExit`` (or any other ``BaseException``) escaping
+``on_start`` or a message handler becomes a :class:`ChildExitError` instead:
+an error answered to the asker, or, for a told message, a crash of that
+child alone, restarted like any other. Not failures: the runtimes' own
+interrupts (a killed greenlet, ``gevent.Timeout``, the simulation kernel's
+interrupt; see :func:`echo_actors.runtime.is_control_flow`), which end or
+cut short a wait rather than fail: one that escapes a handler ends that
+actor as killed (its supervisor sees an exit with that exception, and
+restarts it by its restart type) without touching other actors; and
+``KeyboardInterrupt``, the user's request to stop everything.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import inspect
 import itertools
+import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal, cast, get_args
@@ -26,10 +51,18 @@ import msgspec
 import pykka
 
 from echo_actors._logging import get_logger
-from echo_actors.runtime import Runtime, Scheduler, TimerHandle, bind_actor, get_runtime
+from echo_actors.runtime import (
+    Runtime,
+    Scheduler,
+    TimerHandle,
+    bind_actor,
+    get_runtime,
+    is_control_flow,
+)
 
 __all__ = [
     "Backoff",
+    "ChildExitError",
     "ChildInfo",
     "ChildSpec",
     "ChildState",
@@ -40,6 +73,7 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "SupervisorHandle",
+    "SupervisorStartError",
     "start_supervisor",
     "supervisor_spec",
     "tree",
@@ -55,11 +89,37 @@ ExitReason = Literal["normal", "crash", "shutdown"]
 """normal: stopped (itself, or ``ref.stop()``); crash: failed; shutdown: by its supervisor."""
 ChildState = Literal["running", "restarting", "stopped"]
 
-_WATCH = "_supervision_watch"  # the keyword that carries (supervisor ref, child name) into a child
+_WATCH = "_supervision_watch"  # the keyword that carries a _Watch into a child
 
 
 class RestartIntensityError(RuntimeError):
-    """A supervisor saw more restarts than allowed in its window and gave up."""
+    """A supervisor saw more restarts than allowed in its window and gave up.
+
+    Its ``__cause__`` is the error of the last exit (``None`` for a normal one).
+    """
+
+
+class SupervisorStartError(RuntimeError):
+    """A supervisor could not start a child: ``__init__`` or an ``on_start`` raised.
+
+    ``supervisor`` and ``child`` are their names; ``__cause__`` is the
+    child's error (for a nested supervisor, its own SupervisorStartError, so
+    the chain leads down to the child that failed).
+    """
+
+    def __init__(self, supervisor: str, child: str, error: BaseException) -> None:
+        super().__init__(f"supervisor {supervisor!r}: child {child!r} failed to start: {error!r}")
+        self.supervisor = supervisor
+        self.child = child
+        self.__cause__ = error
+
+
+class ChildExitError(RuntimeError):
+    """A ``BaseException`` such as ``SystemExit`` escaped a supervised child.
+
+    It stands in for that exception (its ``__cause__``), so that it fails
+    one message or crashes one child, where pykka would stop every actor.
+    """
 
 
 class Backoff(msgspec.Struct, frozen=True):
@@ -90,7 +150,10 @@ class ChildSpec(msgspec.Struct, frozen=True):
     supervisor's runtime) or is already concrete. ``on_start(ref)`` runs in
     the supervisor after each (re)start, so the owner learns the new ref;
     ``on_exit(info)`` runs when the child exits, before any restart, so the
-    owner can put back the work it held.
+    owner can put back the work it held. ``counted(info)`` says whether a
+    restart after that exit counts against the restart intensity (default:
+    every one does); an owner that already bounds a cause (an action that
+    crashes its worker is retried a few times, then dead-lettered) leaves it out.
     """
 
     name: str
@@ -100,6 +163,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     restart: Restart = "permanent"
     on_start: Callable[[pykka.ActorRef[Any]], None] | None = None
     on_exit: Callable[[ExitInfo], None] | None = None
+    counted: Callable[[ExitInfo], bool] | None = None
 
 
 class ChildInfo(msgspec.Struct, frozen=True):
@@ -136,15 +200,89 @@ def _tell(ref: pykka.ActorRef[Any], message: Any) -> None:
         ref.tell(message)
 
 
-class _Watched(pykka.Actor):
-    """Mixin for children: tells the supervisor how the actor loop ended."""
+class _Watch:
+    """What a child is started with: whom to tell its exit, and where to say it started."""
 
-    _supervision_watch: tuple[pykka.ActorRef[Any], str] | None = None
+    __slots__ = ("name", "started", "supervisor")
+
+    def __init__(
+        self, supervisor: pykka.ActorRef[Any] | None, name: str, started: pykka.Future[Any],
+    ) -> None:
+        self.supervisor = supervisor  # told _Exited; None for a top-level supervisor
+        self.name = name
+        self.started: pykka.Future[Any] | None = started  # set once: None or the start error
+
+
+def _as_failure(exc: BaseException) -> BaseException | None:
+    """``exc`` as a failure of one child, or None for what must pass unchanged."""
+    if isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, KeyboardInterrupt) or is_control_flow(exc):
+        return None
+    error = ChildExitError(f"{exc!r} escaped the actor")
+    error.__cause__ = exc
+    return error
+
+
+class _Watched(pykka.Actor):
+    """Mixin for children: says when ``on_start`` returned, and how the actor loop ended.
+
+    It sits first in the child's MRO, so its ``on_start`` wraps the child's
+    own. It overrides three private pykka methods, for want of public hooks:
+    ``_actor_loop``, the only place that sees every ending (``on_failure``
+    is not called for a failed ``on_start`` or ``on_stop``, ``on_stop`` not
+    for a crash, neither for a killed greenlet); ``_handle_failure``, the one
+    place every crash passes with its exception; and ``_handle_receive``, to
+    keep a ``BaseException`` from stopping every actor (see the module
+    docstring). pykka is pinned to its major version, and the supervision
+    tests run on every runtime.
+    """
+
+    _supervision_watch: _Watch | None = None
     _supervision_error: BaseException | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._supervision_watch = kwargs.pop(_WATCH, None)
         super().__init__(*args, **kwargs)
+
+    def _supervision_started(self, error: BaseException | None) -> None:
+        watch = self._supervision_watch
+        started = watch.started if watch is not None else None
+        if started is not None and watch is not None:
+            watch.started = None
+            started.set(error)
+
+    def on_start(self) -> None:
+        try:
+            super().on_start()
+        except BaseException as exc:
+            error = _as_failure(exc)
+            # Gone from the registry before the supervisor hears of it, as when it stops.
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self._supervision_started(error or ChildExitError(f"{exc!r} ended on_start"))
+            if error is None or error is exc:
+                raise
+            raise error from exc
+        self._supervision_started(None)
+
+    def _handle_receive(self, message: Any) -> Any:
+        try:
+            return super()._handle_receive(message)
+        except Exception:
+            raise
+        except BaseException as exc:
+            error = _as_failure(exc)
+            if error is not None:
+                raise error from exc
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # the user's: pykka stops every actor
+            # A runtime's interrupt the runtime's actor did not turn into an
+            # ending itself (a greenlet killed in a patched "thread"): this
+            # actor ends, as killed; the asker hears it is dead, no one else.
+            self._supervision_error = self._supervision_error or exc
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            raise pykka.ActorDeadError(f"{self} was interrupted: {exc!r}") from exc
 
     def _handle_failure(
         self,
@@ -165,16 +303,28 @@ class _Watched(pykka.Actor):
         finally:
             watch, error = self._supervision_watch, self._supervision_error
             if watch is not None:
-                reason: ExitReason = "normal" if error is None else "crash"
-                _tell(watch[0], _Exited(watch[1], self.actor_urn, reason, error))
+                self._supervision_started(error or ChildExitError("exited before it started"))
+                if watch.supervisor is not None:
+                    reason: ExitReason = "normal" if error is None else "crash"
+                    _tell(watch.supervisor, _Exited(watch.name, self.actor_urn, reason, error))
 
 
-@functools.cache
+_WATCHED = "_supervision_watched"  # a concrete class's own cached watched subclass
+_watched_lock = threading.Lock()
+
+
 def _watched(concrete: type[pykka.Actor]) -> type[pykka.Actor]:
     if issubclass(concrete, _Watched):
         return concrete
-    namespace = {"__module__": concrete.__module__, "__qualname__": concrete.__qualname__}
-    return type(concrete.__name__, (_Watched, concrete), namespace)
+    # Cached on the class itself (a cycle the gc collects with it), not in a
+    # global cache that would keep a simulation runtime's classes alive.
+    with _watched_lock:
+        watched: type[pykka.Actor] | None = concrete.__dict__.get(_WATCHED)
+        if watched is None:
+            namespace = {"__module__": concrete.__module__, "__qualname__": concrete.__qualname__}
+            watched = type(concrete.__name__, (_Watched, concrete), namespace)
+            setattr(concrete, _WATCHED, watched)
+        return watched
 
 
 def _child_class(actor_class: type[pykka.Actor], runtime: Runtime) -> type[pykka.Actor]:
@@ -198,16 +348,20 @@ class _Child:
 class Supervisor(pykka.Actor):
     """Starts ``specs`` in order, restarts them by ``strategy``, stops them in reverse.
 
-    More than ``max_restarts`` restarts within ``within`` seconds make it stop
-    its children and itself; as the child of another supervisor, it then
-    exits as a crash (:class:`RestartIntensityError`), escalating. With
-    ``backoff``, restarts wait on the runtime's scheduler. Start it with
+    Its ``on_start`` starts the children one by one and raises
+    :class:`SupervisorStartError` if one cannot start (see the module
+    docstring). More than ``max_restarts`` restarts within ``within`` seconds
+    make it stop its children and itself, after calling ``on_give_up`` with a
+    :class:`RestartIntensityError`; as the child of another supervisor, it
+    then exits as a crash with that error, escalating. With ``backoff``,
+    restarts wait on the runtime's scheduler. Start it with
     :func:`start_supervisor` (which binds it to ``runtime``), or nest it with
     :func:`supervisor_spec`. Each child gets ``shutdown_timeout`` seconds to
     stop; pykka cannot kill, so one that overruns is logged and left behind.
     """
 
-    _supervision_watch: tuple[pykka.ActorRef[Any], str] | None = None
+    # Set by _Watched, which every supervisor is started under (see _child_class).
+    _supervision_watch: _Watch | None = None
     _supervision_error: BaseException | None = None
 
     def __init__(
@@ -221,6 +375,7 @@ class Supervisor(pykka.Actor):
         runtime: str | Runtime | None = None,
         name: str = "supervisor",
         shutdown_timeout: float = 5.0,
+        on_give_up: Callable[[RestartIntensityError], None] | None = None,
     ) -> None:
         super().__init__()
         if strategy not in get_args(Strategy):
@@ -234,6 +389,7 @@ class Supervisor(pykka.Actor):
         self.backoff = backoff
         self.runtime = get_runtime(runtime if runtime is not None else "thread")
         self.shutdown_timeout = shutdown_timeout
+        self.on_give_up = on_give_up
         self._children: list[_Child] = []
         for spec in specs:
             self._add(spec)
@@ -246,7 +402,12 @@ class Supervisor(pykka.Actor):
 
     def on_start(self) -> None:
         for child in list(self._children):
-            self._launch(child)
+            error = self._start(child)
+            if error is not None:
+                _log.error("child_start_failed", supervisor=self.name, child=child.spec.name,
+                           error=repr(error))
+                self._shutdown()  # those already started, in reverse order
+                raise SupervisorStartError(self.name, child.spec.name, error)
 
     def on_stop(self) -> None:
         self._shutdown()
@@ -283,12 +444,12 @@ class Supervisor(pykka.Actor):
         ]
 
     def start_child(self, spec: ChildSpec) -> pykka.ActorRef[Any]:
-        """Add ``spec`` and start it; a failed start raises and adds nothing."""
+        """Add ``spec`` and start it; a failed start raises SupervisorStartError, adds nothing."""
         child = self._add(spec)
         error = self._start(child)
         if error is not None:
             self._children.remove(child)
-            raise error
+            raise SupervisorStartError(self.name, spec.name, error)
         return self._ref(child)
 
     def terminate_child(self, name: str) -> None:
@@ -304,7 +465,7 @@ class Supervisor(pykka.Actor):
         self._terminate(child)
         error = self._start(child)
         if error is not None:
-            raise error
+            raise SupervisorStartError(self.name, name, error)
         child.restarts += 1
         _log.info("child_restarted", supervisor=self.name, child=name, reason="manual",
                   exited=None, restarts=child.restarts)
@@ -342,22 +503,31 @@ class Supervisor(pykka.Actor):
         assert child.ref is not None
         return child.ref
 
-    def _start(self, child: _Child) -> Exception | None:
-        """Start ``child``; returns the error instead of raising (then it is stopped)."""
+    def _start(self, child: _Child) -> BaseException | None:
+        """Start ``child`` and wait for its ``on_start``; returns the error instead of raising.
+
+        A child that failed to start is stopped (and its exit notice ignored).
+        """
         spec = child.spec
         kwargs = dict(spec.kwargs)
         if _is_supervisor(spec.actor_class):
             kwargs.setdefault("runtime", self.runtime)
             kwargs.setdefault("name", spec.name)
-        kwargs[_WATCH] = (self.actor_ref, spec.name)
+        started = self.runtime.future()
+        kwargs[_WATCH] = _Watch(self.actor_ref, spec.name, started)
         try:
             ref = _child_class(spec.actor_class, self.runtime).start(*spec.args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a failed start is the child's crash
-            return exc
+        except BaseException as exc:
+            error = _as_failure(exc)
+            if error is None:
+                raise
+            return error
+        # Set by the child once its on_start returned or raised (a nested
+        # supervisor's, once its whole tree started): OTP's ordered start.
+        error = cast("BaseException | None", started.get())
+        if error is not None:
+            return error
         child.ref, child.urn, child.state = ref, ref.actor_urn, "running"
-        if _is_supervisor(spec.actor_class):  # a tree starts whole, as in OTP: await its on_start
-            with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
-                ref.ask(_Call(Supervisor.which_children), timeout=self.shutdown_timeout)
         if spec.on_start is not None:
             try:
                 spec.on_start(ref)
@@ -415,13 +585,14 @@ class Supervisor(pykka.Actor):
             if spec.restart == "temporary":
                 self._children.remove(child)
             return
-        now = self.runtime.monotonic()
-        self._recent.append(now)
-        while now - self._recent[0] > self.within:
-            self._recent.popleft()
-        if len(self._recent) > self.max_restarts:
-            self._give_up(name, reason, error)
-            return
+        if spec.counted is None or spec.counted(info):
+            now = self.runtime.monotonic()
+            self._recent.append(now)
+            while now - self._recent[0] > self.within:
+                self._recent.popleft()
+            if len(self._recent) > self.max_restarts:
+                self._give_up(name, reason, error)
+                return
         index = self._children.index(child)
         if self.strategy == "one_for_one":
             group = [child]
@@ -456,14 +627,20 @@ class Supervisor(pykka.Actor):
         _log.error("supervisor_gave_up", supervisor=self.name, child=name, reason=reason,
                    error=repr(error), max_restarts=self.max_restarts, within=self.within)
         self._shutdown()
-        if self._supervision_watch is not None:
+        exc = RestartIntensityError(
+            f"supervisor {self.name!r}: more than {self.max_restarts} restarts in "
+            f"{self.within} s (last: {name!r}, {reason})"
+        )
+        exc.__cause__ = error
+        if self.on_give_up is not None:
+            try:
+                self.on_give_up(exc)
+            except Exception:  # noqa: BLE001 - the owner's bug must not keep the tree up
+                _log.exception("on_give_up_failed", supervisor=self.name)
+        watch = self._supervision_watch
+        if watch is not None and watch.supervisor is not None:
             _log.error("supervisor_escalated", supervisor=self.name, child=name, reason=reason,
                        error=repr(error))
-            exc = RestartIntensityError(
-                f"supervisor {self.name!r}: more than {self.max_restarts} restarts in "
-                f"{self.within} s (last: {name!r}, {reason})"
-            )
-            exc.__cause__ = error
             self._supervision_error = exc
         self._stop()  # now: what is queued behind must not start anything again
 
@@ -553,18 +730,30 @@ def start_supervisor(
     runtime: str | Runtime | None = None,
     name: str = "supervisor",
     shutdown_timeout: float = 5.0,
+    on_give_up: Callable[[RestartIntensityError], None] | None = None,
 ) -> SupervisorHandle:
-    """Start a top-level supervisor on ``runtime`` (default ``"thread"``), its children started."""
+    """Start a top-level supervisor on ``runtime`` (default ``"thread"``), its children started.
+
+    Returns once every child has started, in order. ``on_give_up(error)`` is
+    called (in the supervisor, after its children were stopped) if it ever
+    exceeds its restart intensity and stops.
+
+    Raises:
+        SupervisorStartError: a child could not start (the children already
+            started are stopped again, the supervisor too).
+        ValueError: for a bad ``strategy``, ``max_restarts`` or ``within``.
+    """
     rt = get_runtime(runtime if runtime is not None else "thread")
-    concrete = bind_actor(Supervisor, rt)
-    ref = concrete.start(
+    started = rt.future()
+    ref = _child_class(cast("type[pykka.Actor]", Supervisor), rt).start(
         list(specs), strategy=strategy, max_restarts=max_restarts, within=within,
         backoff=backoff, runtime=rt, name=name, shutdown_timeout=shutdown_timeout,
+        on_give_up=on_give_up, **{_WATCH: _Watch(None, name, started)},
     )
-    handle = SupervisorHandle(cast("pykka.ActorRef[Supervisor]", ref))
-    with contextlib.suppress(pykka.ActorDeadError):  # it may have given up already
-        handle.which_children()  # queued behind on_start: returns once the children started
-    return handle
+    error: BaseException | None = started.get()
+    if error is not None:
+        raise error
+    return SupervisorHandle(cast("pykka.ActorRef[Supervisor]", ref))
 
 
 def supervisor_spec(
@@ -578,9 +767,15 @@ def supervisor_spec(
     restart: Restart = "permanent",
     on_start: Callable[[pykka.ActorRef[Any]], None] | None = None,
     on_exit: Callable[[ExitInfo], None] | None = None,
+    on_give_up: Callable[[RestartIntensityError], None] | None = None,
 ) -> ChildSpec:
-    """A ChildSpec for a nested Supervisor (it runs on its parent's runtime)."""
+    """A ChildSpec for a nested Supervisor (it runs on its parent's runtime).
+
+    Its start fails (failing its parent's) if one of its children cannot
+    start; ``on_give_up`` is called as for :func:`start_supervisor`, before
+    the give-up escalates to the parent as a crash.
+    """
     kwargs = {"strategy": strategy, "max_restarts": max_restarts, "within": within,
-              "backoff": backoff, "name": name}
+              "backoff": backoff, "name": name, "on_give_up": on_give_up}
     actor_class = cast("type[pykka.Actor]", Supervisor)
     return ChildSpec(name, actor_class, (list(specs),), kwargs, restart, on_start, on_exit)

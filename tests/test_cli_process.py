@@ -376,7 +376,7 @@ def test_dead_letters_in_file_order_with_lines(plan_file: Path, tmp_path: Path) 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the library's action_dead_lettered event is a WARNING in _core.py (lead's file); "
+    reason="the library's action_dead_lettered event is a WARNING in _settle.py (lead's file); "
     "it must be DEBUG (per-action) for the CLI to report each dead letter once",
 )
 def test_each_dead_letter_is_reported_once(plan_file: Path, tmp_path: Path) -> None:

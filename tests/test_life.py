@@ -263,6 +263,41 @@ def test_dead_subscriber_is_dropped(make_life: MakeLife) -> None:
     assert life.hooks() == ["h"]
 
 
+class _Crasher(pykka.ThreadingActor):
+    """Subscribes to a Life when it starts; crashes (without unsubscribing) when told."""
+
+    def __init__(self, life: Life) -> None:
+        super().__init__()
+        self.life = life
+
+    def on_start(self) -> None:
+        self.life.subscribe(self.actor_ref)
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("crashed")
+        return message
+
+
+def test_crashed_subscribers_do_not_pile_up(make_life: MakeLife) -> None:
+    """50 subscribers that crash one after another leave only the living one subscribed."""
+    life = make_life()
+    for _ in range(50):
+        crasher = _Crasher.start(life)
+        assert crasher.ask("ping", timeout=LIMIT) == "ping"  # on_start (subscribed) ran
+        crasher.tell("crash")
+        assert crasher.actor_stopped.wait(LIMIT)
+        assert len(life.subscribers()) == 1  # the one that just died: pruned at the next
+    survivor = _Crasher.start(life)
+    try:
+        assert survivor.ask("ping", timeout=LIMIT) == "ping"
+        assert life.subscribers() == [survivor]
+        life.subscribe(survivor)  # twice is once
+        assert life.subscribers() == [survivor]
+    finally:
+        survivor.stop()
+
+
 # Changes seen by running Sites
 
 

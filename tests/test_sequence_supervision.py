@@ -53,9 +53,7 @@ def test_dispatcher_crash_is_survived() -> None:
     gate = threading.Event()
     with Sequence(_gated_plan(gate), sites=2) as sequence:
         futures = [sequence.submit(Action("Work", n)) for n in range(200)]
-        old = sequence._core.dispatcher  # type: ignore[union-attr]
-        assert old is not None
-        old.tell(Done(site=99, count=1, failed=0, busy=0.0))  # IndexError: a crash
+        sequence._run.desk.post(Done(site=99, ran=1, failed=0))  # type: ignore[union-attr] # IndexError: a crash
         gate.set()
         assert [f.get(timeout=20) for f in futures] == [n + 1 for n in range(200)]
         assert sequence.join(timeout=10)
@@ -108,7 +106,9 @@ def test_supervision_example_runs() -> None:
     after = out.split("after:")[1]
     assert "counter [worker] running, restarts=1" in after
     assert "fragile [supervisor] running, restarts=1" in after
-    assert "site-0 [worker] running, restarts=1" in after
+    # whichever of the two Sites ran the first attempt crashed once and was restarted
+    sites = [line.strip() for line in after.splitlines() if line.strip().startswith("site-")]
+    assert sorted(line.rsplit("=", 1)[1] for line in sites) == ["0", "1"]
 
 
 class _Spare(__import__("pykka").Actor):

@@ -3,24 +3,29 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import greenlet  # type: ignore[import-untyped]
 import pykka
 import pytest
 from logs import capture_events
 
-from echo_actors.runtime import Runtime, get_runtime
+from echo_actors.runtime import Runtime, bind_actor, get_runtime
 from echo_actors.supervision import (
     Backoff,
+    ChildExitError,
     ChildInfo,
     ChildSpec,
     ExitInfo,
     Restart,
     RestartIntensityError,
     SupervisorHandle,
+    SupervisorStartError,
     start_supervisor,
     supervisor_spec,
 )
@@ -32,24 +37,41 @@ LIMIT = 5.0  # seconds any wait may take before it counts as a failure
 Event = tuple[Any, ...]
 
 
-class Recorder:
-    """What children and callbacks did, in order, with a way to wait for it."""
+def wait_until(runtime: Runtime, flag: Any, ready: Callable[[], bool], what: Any) -> None:
+    """Wait (on the runtime's terms) until ``ready()``; ``flag`` is an Event set on each change."""
+    deadline = runtime.monotonic() + LIMIT
+    while True:
+        flag.clear()
+        if ready():
+            return
+        remaining = deadline - runtime.monotonic()
+        assert remaining > 0, what
+        flag.wait(remaining)
 
-    def __init__(self) -> None:
+
+class Recorder:
+    """What children and callbacks did, in order, with a way to wait for it.
+
+    Waiting uses the runtime's own Event, so that on gevent (unpatched) and on
+    the simulation runtime the actors run while the test waits.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
         self.events: list[Event] = []
-        self._cond = threading.Condition()
+        self.runtime = runtime
+        self._lock = threading.Lock()  # held for no wait: safe on any runtime
+        self._changed = runtime.event()
 
     def add(self, *event: Any) -> None:
-        with self._cond:
+        with self._lock:
             self.events.append(event)
-            self._cond.notify_all()
+        self._changed.set()
 
-    def wait(self, predicate: Callable[[Recorder], bool], timeout: float = LIMIT) -> None:
-        with self._cond:
-            assert self._cond.wait_for(lambda: predicate(self), timeout), self.events
+    def wait(self, predicate: Callable[[Recorder], bool]) -> None:
+        wait_until(self.runtime, self._changed, lambda: predicate(self), self.events)
 
     def of(self, kind: str, name: str | None = None) -> list[Event]:
-        with self._cond:
+        with self._lock:
             return [e for e in self.events if e[0] == kind and (name is None or e[1] == name)]
 
     def count(self, kind: str, name: str) -> int:
@@ -68,19 +90,32 @@ class Recorder:
 
 
 class Worker(pykka.Actor):
-    """A plain actor: records its start and stop, crashes or quits on request."""
+    """A plain actor: records its start and stop, crashes or quits on request.
 
-    def __init__(self, name: str, rec: Recorder, fail_starts: list[int] | None = None) -> None:
+    ``fail_starts`` says, start by start, how ``on_start`` fails (consumed
+    one per start; empty: it succeeds): ``"raise"`` or ``"exit"`` (SystemExit).
+    ``fail_init`` makes ``__init__`` raise.
+    """
+
+    def __init__(
+        self, name: str, rec: Recorder, fail_starts: list[str] | None = None,
+        fail_init: bool = False,
+    ) -> None:
         super().__init__()
+        rec.add("init", name)
+        if fail_init:
+            raise RuntimeError(f"{name} failed to init")
         self.name = name
         self.rec = rec
         self.fail_starts = fail_starts
 
     def on_start(self) -> None:
         self.rec.add("on_start", self.name, type(self))
-        if self.fail_starts and self.fail_starts[0] > 0:
-            self.fail_starts[0] -= 1
+        how = self.fail_starts.pop(0) if self.fail_starts else ""
+        if how == "raise":
             raise RuntimeError(f"{self.name} failed to start")
+        if how == "exit":
+            raise SystemExit(3)
 
     def on_stop(self) -> None:
         self.rec.add("stop", self.name)
@@ -88,6 +123,10 @@ class Worker(pykka.Actor):
     def on_receive(self, message: Any) -> Any:
         if message == "crash":
             raise RuntimeError(f"{self.name} crashed")
+        if message == "exit":
+            raise SystemExit(4)
+        if message == "interrupt":
+            raise greenlet.GreenletExit  # as a runtime kills a greenlet
         if message == "quit":
             self.stop()
         return message
@@ -124,15 +163,15 @@ def all_refs(infos: list[ChildInfo]) -> list[pykka.ActorRef[Any]]:
 
 
 def _runtimes() -> list[str]:
-    """The thread runtime; gevent's too when the run is monkey-patched (its waits need that)."""
+    """Every runtime; no simulation in a monkey-patched run (its greenlets are not gevent's)."""
     monkey = sys.modules.get("gevent.monkey")
     patched = monkey is not None and monkey.is_module_patched("threading")
-    return ["thread", "gevent"] if patched else ["thread"]
+    return ["thread", "gevent"] if patched else ["thread", "gevent", "simulation"]
 
 
 @pytest.fixture(params=_runtimes())
 def runtime(request: pytest.FixtureRequest) -> Runtime:
-    """The runtime the supervisors run on."""
+    """The runtime the supervisors run on (a fresh simulation per test)."""
     return get_runtime(request.param)
 
 
@@ -160,16 +199,16 @@ def supervise(runtime: Runtime) -> Iterator[Callable[..., SupervisorHandle]]:
 class ManualScheduler:
     """A scheduler whose timers fire only when the test says so."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.timers: list[ManualTimer] = []
         self.stopped = False
-        self._cond = threading.Condition()
+        self._runtime = runtime
+        self._added = runtime.event()
 
     def call_later(self, delay: float, fn: Any, /, *args: Any) -> ManualTimer:
         timer = ManualTimer(delay, fn, args)
-        with self._cond:
-            self.timers.append(timer)
-            self._cond.notify_all()
+        self.timers.append(timer)
+        self._added.set()
         return timer
 
     def pending(self) -> int:
@@ -179,9 +218,8 @@ class ManualScheduler:
         self.stopped = True
 
     def wait_for_timers(self, n: int) -> list[ManualTimer]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.timers) >= n, LIMIT), self.timers
-            return list(self.timers)
+        wait_until(self._runtime, self._added, lambda: len(self.timers) >= n, self.timers)
+        return list(self.timers)
 
 
 class ManualTimer:
@@ -219,9 +257,9 @@ class ManualRuntime:
 # Strategies
 
 
-def test_one_for_one_restarts_only_the_crashed_child(supervise: Any) -> None:
+def test_one_for_one_restarts_only_the_crashed_child(supervise: Any, runtime: Runtime) -> None:
     """one_for_one: only the crashed child gets a new instance."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     sup = supervise([spec("a", rec), spec("b", rec), spec("c", rec)])
     crash(rec, "b")
     children = by_name(sup.which_children())
@@ -231,9 +269,9 @@ def test_one_for_one_restarts_only_the_crashed_child(supervise: Any) -> None:
     assert all(c.state == "running" for c in children.values())
 
 
-def test_one_for_all_restarts_every_child(supervise: Any) -> None:
+def test_one_for_all_restarts_every_child(supervise: Any, runtime: Runtime) -> None:
     """one_for_all: the others are stopped in reverse order, then all restarted in order."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     sup = supervise([spec("a", rec), spec("b", rec), spec("c", rec)], strategy="one_for_all")
     mark = len(rec.events)
     crash(rec, "b")
@@ -244,9 +282,11 @@ def test_one_for_all_restarts_every_child(supervise: Any) -> None:
     assert [c.restarts for c in sup.which_children()] == [1, 1, 1]
 
 
-def test_rest_for_one_restarts_the_crashed_and_later_children(supervise: Any) -> None:
+def test_rest_for_one_restarts_the_crashed_and_later_children(
+    supervise: Any, runtime: Runtime
+) -> None:
     """rest_for_one: the crashed child and those started after it; earlier ones keep running."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     names = ["a", "b", "c", "d"]
     sup = supervise([spec(n, rec) for n in names], strategy="rest_for_one")
     first_a = rec.ref("a")
@@ -275,9 +315,11 @@ def test_rest_for_one_restarts_the_crashed_and_later_children(supervise: Any) ->
         ("temporary", "stop", False),
     ],
 )
-def test_restart_types(supervise: Any, restart: Restart, how: str, restarted: bool) -> None:
+def test_restart_types(
+    supervise: Any, runtime: Runtime, restart: Restart, how: str, restarted: bool
+) -> None:
     """permanent: always restarted; transient: only after a crash; temporary: never, dropped."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     sup = supervise([spec("w", rec, restart)])
     ref = rec.ref("w")
     if how == "crash":
@@ -298,9 +340,9 @@ def test_restart_types(supervise: Any, restart: Restart, how: str, restarted: bo
     assert rec.count("started", "w") == (2 if restarted else 1)
 
 
-def test_self_stop_is_a_normal_exit(supervise: Any) -> None:
+def test_self_stop_is_a_normal_exit(supervise: Any, runtime: Runtime) -> None:
     """A child that stops itself exits normally: a transient one stays stopped."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     sup = supervise([spec("w", rec, "transient")])
     rec.ref("w").tell("quit")
     rec.wait(lambda r: len(r.exits("w")) == 1)
@@ -311,29 +353,36 @@ def test_self_stop_is_a_normal_exit(supervise: Any) -> None:
 # Intensity and escalation
 
 
-def test_top_level_supervisor_gives_up_and_stops(supervise: Any) -> None:
+def test_top_level_supervisor_gives_up_and_stops(supervise: Any, runtime: Runtime) -> None:
     """Past max_restarts in the window, a top supervisor stops its children and itself."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     with capture_events() as logs:
-        sup = supervise([spec("a", rec), spec("b", rec)], max_restarts=1, within=60.0)
+        sup = supervise([spec("a", rec), spec("b", rec)], max_restarts=1, within=60.0,
+                        on_give_up=lambda error: rec.add("gave_up", "root", error))
         crash(rec, "a")
         rec.ref("a").tell("crash")
+        rec.wait(lambda r: bool(r.of("gave_up")))
         assert sup.ref.actor_stopped.wait(LIMIT)
     assert rec.names("stop") == ["b"]
     assert not rec.ref("a").is_alive() and not rec.ref("b").is_alive()
     assert not sup.is_alive()
+    ((_, _, error),) = rec.of("gave_up")
+    assert isinstance(error, RestartIntensityError) and "'a'" in str(error)
+    assert isinstance(error.__cause__, RuntimeError) and str(error.__cause__) == "a crashed"
+    assert rec.events.index(("stop", "b")) < rec.events.index(rec.of("gave_up")[0])
     gave_up = [e for e in logs if e["event"] == "supervisor_gave_up"]
     assert len(gave_up) == 1 and gave_up[0]["child"] == "a" and gave_up[0]["reason"] == "crash"
     assert not [e for e in logs if e["event"] == "supervisor_escalated"]
 
 
-def test_intensity_exceeded_escalates_to_the_parent(supervise: Any) -> None:
+def test_intensity_exceeded_escalates_to_the_parent(supervise: Any, runtime: Runtime) -> None:
     """A sub-supervisor that gives up stops its children and is a crash in its parent."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     sub = supervisor_spec(
         "sub", [spec("x", rec), spec("y", rec)], max_restarts=1, within=60.0,
         on_start=lambda ref: rec.add("started", "sub", ref),
         on_exit=lambda info: rec.add("exit", "sub", info),
+        on_give_up=lambda error: rec.add("gave_up", "sub", error),
     )
     with capture_events() as logs:
         root = supervise([spec("other", rec), sub], strategy="one_for_all", within=60.0)
@@ -344,6 +393,8 @@ def test_intensity_exceeded_escalates_to_the_parent(supervise: Any) -> None:
     (sub_exit,) = rec.exits("sub")
     assert sub_exit.reason == "crash"
     assert isinstance(sub_exit.error, RestartIntensityError)
+    ((_, _, gave_up),) = rec.of("gave_up")
+    assert gave_up is sub_exit.error  # the owner hears it before the parent does
     assert sub_exit.urn == old_sub.actor_urn and not old_sub.is_alive() and not old_y.is_alive()
     kinds = [(e[0], e[1]) for e in rec.events]
     assert kinds.index(("stop", "y")) < kinds.index(("exit", "sub"))  # children first
@@ -362,8 +413,8 @@ def test_intensity_exceeded_escalates_to_the_parent(supervise: Any) -> None:
 
 def test_backoff_waits_for_the_scheduler(supervise: Any, runtime: Runtime) -> None:
     """With backoff, a restart happens only when its timer fires; delays grow and are capped."""
-    rec = Recorder()
-    manual = ManualScheduler()
+    rec = Recorder(runtime)
+    manual = ManualScheduler(runtime)
     sup = supervise([spec("a", rec)], max_restarts=5, within=60.0,
                     backoff=Backoff(base=0.5, cap=1.0), runtime=ManualRuntime(runtime, manual))
     for n in (1, 2, 3):
@@ -381,8 +432,8 @@ def test_backoff_waits_for_the_scheduler(supervise: Any, runtime: Runtime) -> No
 
 def test_stopping_cancels_a_pending_restart(supervise: Any, runtime: Runtime) -> None:
     """A supervisor stopped while a restart waits cancels it and stops its scheduler."""
-    rec = Recorder()
-    manual = ManualScheduler()
+    rec = Recorder(runtime)
+    manual = ManualScheduler(runtime)
     sup = supervise([spec("a", rec)], backoff=Backoff(base=1.0),
                     runtime=ManualRuntime(runtime, manual))
     rec.ref("a").tell("crash")
@@ -393,9 +444,9 @@ def test_stopping_cancels_a_pending_restart(supervise: Any, runtime: Runtime) ->
     assert rec.count("started", "a") == 1
 
 
-def test_backoff_on_the_runtime_scheduler(supervise: Any) -> None:
+def test_backoff_on_the_runtime_scheduler(supervise: Any, runtime: Runtime) -> None:
     """With the runtime's own scheduler, a backed-off child is restarted."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     supervise([spec("a", rec)], backoff=Backoff(base=0.01, cap=0.05))
     crash(rec, "a", times=2)
     assert rec.count("started", "a") == 3
@@ -404,9 +455,9 @@ def test_backoff_on_the_runtime_scheduler(supervise: Any) -> None:
 # Trees
 
 
-def test_nested_tree_shuts_down_cleanly(supervise: Any) -> None:
+def test_nested_tree_shuts_down_cleanly(supervise: Any, runtime: Runtime) -> None:
     """Stopping the root stops every actor of the tree, depth first, in reverse order."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     inner = supervisor_spec("sub2", [spec("c", rec), spec("d", rec)], strategy="one_for_all")
     middle = supervisor_spec("sub1", [spec("b", rec), inner], strategy="rest_for_one")
     root = supervise([spec("a", rec), middle, spec("e", rec)])
@@ -420,9 +471,9 @@ def test_nested_tree_shuts_down_cleanly(supervise: Any) -> None:
     assert all(rec.count("started", n) == 1 for n in "abcde")  # no restarts on shutdown
 
 
-def test_crash_inside_a_tree_stays_local(supervise: Any) -> None:
+def test_crash_inside_a_tree_stays_local(supervise: Any, runtime: Runtime) -> None:
     """A crash deep in a tree is handled by the nearest supervisor only."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     inner = supervisor_spec("sub", [spec("c", rec), spec("d", rec)], strategy="one_for_all")
     root = supervise([spec("a", rec), inner])
     crash(rec, "d")
@@ -437,8 +488,8 @@ def test_crash_inside_a_tree_stays_local(supervise: Any) -> None:
 
 def test_introspection_shows_states_and_counts(supervise: Any, runtime: Runtime) -> None:
     """tree() reports each child's state (running, restarting, stopped), restarts and ref."""
-    rec = Recorder()
-    manual = ManualScheduler()
+    rec = Recorder(runtime)
+    manual = ManualScheduler(runtime)
     sub = supervisor_spec("sub", [spec("x", rec)])
     sup = supervise([spec("a", rec), spec("t", rec, "transient"), sub],
                     backoff=Backoff(base=1.0), runtime=ManualRuntime(runtime, manual))
@@ -458,9 +509,9 @@ def test_introspection_shows_states_and_counts(supervise: Any, runtime: Runtime)
     assert (child.state, child.restarts, child.ref) == ("running", 1, rec.ref("a"))
 
 
-def test_start_terminate_restart_delete_child(supervise: Any) -> None:
+def test_start_terminate_restart_delete_child(supervise: Any, runtime: Runtime) -> None:
     """The operations: start_child, terminate_child, restart_child, delete_child."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     sup = supervise([spec("a", rec)])
     ref = sup.start_child(spec("b", rec))
     assert ref is rec.ref("b") and [c.name for c in sup.which_children()] == ["a", "b"]
@@ -484,9 +535,9 @@ def test_start_terminate_restart_delete_child(supervise: Any) -> None:
 # Callbacks and start failures
 
 
-def test_callbacks_get_the_exit_then_the_new_ref(supervise: Any) -> None:
+def test_callbacks_get_the_exit_then_the_new_ref(supervise: Any, runtime: Runtime) -> None:
     """on_exit gets the crash (error, old urn) before on_start gets the new ref."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     with capture_events() as logs:
         sup = supervise([spec("a", rec)])
         old = rec.ref("a")
@@ -505,40 +556,213 @@ def test_callbacks_get_the_exit_then_the_new_ref(supervise: Any) -> None:
     assert restarted[0]["reason"] == "crash" and restarted[0]["exited"] == "a"
 
 
-def test_failing_on_start_is_a_crash(supervise: Any) -> None:
-    """An actor whose own on_start raises has crashed, and is restarted."""
-    rec = Recorder()
-    supervise([spec("a", rec, fail_starts=[1])])
-    rec.wait(lambda r: r.count("started", "a") == 2)
-    (info,) = rec.exits("a")
-    assert info.reason == "crash" and str(info.error) == "a failed to start"
-    rec.wait(lambda r: r.count("on_start", "a") == 2)
+def test_failing_restart_is_a_crash(supervise: Any, runtime: Runtime) -> None:
+    """A child whose on_start raises when it is restarted has crashed again: restarted anew."""
+    rec = Recorder(runtime)
+    sup = supervise([spec("a", rec, fail_starts=["", "raise"])])
+    crash(rec, "a")  # the first restart fails, the second one succeeds
+    first, second = rec.exits("a")
+    assert (first.reason, str(first.error)) == ("crash", "a crashed")
+    assert (second.reason, str(second.error)) == ("crash", "a failed to start")
+    assert rec.count("on_start", "a") == 3 and rec.count("started", "a") == 2
+    assert sup.which_children()[0].restarts == 1
 
 
-def test_failing_on_start_callback_is_a_crash(supervise: Any) -> None:
-    """A ChildSpec on_start callback that raises counts as the child's crash."""
-    rec = Recorder()
+def test_failing_restart_counts_against_the_intensity(supervise: Any, runtime: Runtime) -> None:
+    """Restarts that fail to start count as crashes: enough of them make the supervisor give up."""
+    rec = Recorder(runtime)
+    sup = supervise([spec("a", rec, fail_starts=["", "raise", "raise"])], max_restarts=1,
+                    within=60.0, on_give_up=lambda error: rec.add("gave_up", "root", error))
+    rec.ref("a").tell("crash")
+    rec.wait(lambda r: bool(r.of("gave_up")))
+    ((_, _, error),) = rec.of("gave_up")
+    assert isinstance(error, RestartIntensityError)
+    assert str(error.__cause__) == "a failed to start"
+    assert rec.count("on_start", "a") == 2  # the start, one failed restart, then it gave up
+    assert sup.ref.actor_stopped.wait(LIMIT) and not sup.is_alive()
+
+
+def test_failing_on_start_callback_on_restart_is_a_crash(supervise: Any, runtime: Runtime) -> None:
+    """A ChildSpec on_start callback that raises on a restart counts as the child's crash."""
+    rec = Recorder(runtime)
     calls: list[pykka.ActorRef[Any]] = []
 
     def on_start(ref: pykka.ActorRef[Any]) -> None:
         calls.append(ref)
-        if len(calls) == 1:
+        if len(calls) == 2:
             raise LookupError("owner refused")
         rec.add("started", "a", ref)
 
     child = ChildSpec("a", Worker, ("a", rec), on_start=on_start,
                       on_exit=lambda info: rec.add("exit", "a", info))
     sup = supervise([child])
-    rec.wait(lambda r: r.count("started", "a") == 1)
-    (info,) = rec.exits("a")
-    assert info.reason == "crash" and isinstance(info.error, LookupError)
-    assert not calls[0].is_alive() and calls[1].is_alive()
+    rec.ref("a").tell("crash")
+    rec.wait(lambda r: r.count("started", "a") == 2)
+    _crashed, refused = rec.exits("a")
+    assert refused.reason == "crash" and isinstance(refused.error, LookupError)
+    assert not calls[1].is_alive() and calls[2].is_alive()
     assert sup.which_children()[0].restarts == 1
+
+
+# OTP start semantics
+
+
+def test_children_start_one_after_another(supervise: Any, runtime: Runtime) -> None:
+    """Child N+1 is created only once child N's __init__, on_start and spec callback returned."""
+    rec = Recorder(runtime)
+    names = ["a", "b", "c"]
+    sup = supervise([spec(n, rec) for n in names])
+    steps = [(e[0], e[1]) for e in rec.events if e[0] in {"init", "on_start", "started"}]
+    assert steps == [(kind, n) for n in names for kind in ("init", "on_start", "started")]
+    assert [c.state for c in sup.which_children()] == ["running"] * 3
+
+
+@pytest.mark.parametrize("how", ["init", "on_start", "exit", "callback"])
+def test_a_child_that_cannot_start_fails_the_start(
+    supervise: Any, runtime: Runtime, how: str
+) -> None:
+    """The start raises with the child's error; earlier children are stopped, later never start."""
+    rec = Recorder(runtime)
+    kwargs: dict[str, Any] = {"fail_init": True} if how == "init" else {}
+    if how in {"on_start", "exit"}:
+        kwargs["fail_starts"] = ["raise" if how == "on_start" else "exit"]
+    failing = spec("b", rec, **kwargs)
+    if how == "callback":
+
+        def refuse(ref: pykka.ActorRef[Any]) -> None:
+            raise LookupError("owner refused")
+
+        failing = ChildSpec("b", Worker, ("b", rec), on_start=refuse)
+    gave_up: list[BaseException] = []
+    with pytest.raises(SupervisorStartError) as raised:
+        supervise([spec("a0", rec), spec("a1", rec), failing, spec("c", rec)],
+                  on_give_up=gave_up.append)
+    error = raised.value
+    assert (error.supervisor, error.child) == ("supervisor", "b")
+    cause = error.__cause__
+    if how == "exit":
+        assert isinstance(cause, ChildExitError) and isinstance(cause.__cause__, SystemExit)
+    elif how == "callback":
+        assert isinstance(cause, LookupError)
+    else:
+        assert isinstance(cause, RuntimeError)
+        assert str(cause) == ("b failed to init" if how == "init" else "b failed to start")
+    assert rec.names("stop") == (["b", "a1", "a0"] if how == "callback" else ["a1", "a0"])
+    assert [info.reason for n in ("a0", "a1") for info in rec.exits(n)] == ["shutdown"] * 2
+    assert not rec.of("init", "c") and not gave_up
+    assert all(not ref.is_alive() for _, _, ref in rec.of("started"))
+
+
+def test_a_nested_start_failure_fails_the_parent(supervise: Any, runtime: Runtime) -> None:
+    """A sub-supervisor whose child cannot start fails its parent's start, naming the path."""
+    rec = Recorder(runtime)
+    sub = supervisor_spec("sub", [spec("x", rec), spec("y", rec, fail_starts=["raise"])])
+    with pytest.raises(SupervisorStartError) as raised:
+        supervise([spec("a", rec), sub, spec("c", rec)], name="root")
+    outer = raised.value
+    assert (outer.supervisor, outer.child) == ("root", "sub")
+    inner = outer.__cause__
+    assert isinstance(inner, SupervisorStartError) and (inner.supervisor, inner.child) == (
+        "sub", "y")
+    assert str(inner.__cause__) == "y failed to start"
+    assert rec.names("stop") == ["x", "a"]
+    assert not rec.of("init", "c")
+
+
+def test_start_child_that_cannot_start_raises(supervise: Any, runtime: Runtime) -> None:
+    """start_child raises SupervisorStartError and adds nothing; the others run on."""
+    rec = Recorder(runtime)
+    sup = supervise([spec("a", rec)])
+    with pytest.raises(SupervisorStartError) as raised:
+        sup.start_child(spec("b", rec, fail_init=True))
+    assert raised.value.child == "b" and str(raised.value.__cause__) == "b failed to init"
+    assert [c.name for c in sup.which_children()] == ["a"] and rec.ref("a").is_alive()
+
+
+# What is not an Exception
+
+
+class Bystander(pykka.Actor):
+    """An actor that has nothing to do with the others: it answers."""
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+def test_system_exit_in_a_child_crashes_only_that_child(
+    supervise: Any, runtime: Runtime
+) -> None:
+    """SystemExit escaping a child's handler is that child's crash; other actors run on."""
+    rec = Recorder(runtime)
+    bystander = bind_actor(Bystander, runtime).start()
+    try:
+        other = supervise([spec("other", rec)])
+        supervise([spec("a", rec)])
+        old = rec.ref("a")
+        with pytest.raises(ChildExitError) as asked:
+            old.ask("exit", timeout=LIMIT)  # asked: the asker gets it, the child runs on
+        assert isinstance(asked.value.__cause__, SystemExit) and old.is_alive()
+        old.tell("exit")  # told: a crash of that child, which is restarted
+        rec.wait(lambda r: r.count("started", "a") == 2)
+        (info,) = rec.exits("a")
+        assert info.reason == "crash" and isinstance(info.error, ChildExitError)
+        assert isinstance(info.error.__cause__, SystemExit)
+        assert bystander.ask("still here", timeout=LIMIT) == "still here"
+        assert rec.ref("other").ask("ping", timeout=LIMIT) == "ping" and other.is_alive()
+        assert rec.ref("a").ask("ping", timeout=LIMIT) == "ping"
+    finally:
+        bystander.stop()
+
+
+def test_a_runtime_interrupt_in_a_child_ends_only_that_child(
+    supervise: Any, runtime: Runtime
+) -> None:
+    """GreenletExit escaping a child's handler ends that child (restarted), no other actor."""
+    rec = Recorder(runtime)
+    bystander = bind_actor(Bystander, runtime).start()
+    try:
+        supervise([spec("a", rec)])
+        rec.ref("a").tell("interrupt")
+        rec.wait(lambda r: r.count("started", "a") == 2)
+        (info,) = rec.exits("a")
+        assert info.reason == "crash"
+        error = info.error
+        assert isinstance(error, greenlet.GreenletExit) or (
+            isinstance(error, pykka.ActorDeadError)
+            and isinstance(error.__cause__, greenlet.GreenletExit)
+        ), repr(error)
+        assert bystander.ask("still here", timeout=LIMIT) == "still here"
+        assert rec.ref("a").ask("ping", timeout=LIMIT) == "ping"
+    finally:
+        bystander.stop()
+
+
+def test_killed_greenlet_is_an_exit_not_a_process_wide_stop() -> None:
+    """gevent: a child whose greenlet is killed exits and is restarted; no one else stops."""
+    import gevent  # noqa: PLC0415 - this test is about gevent only
+
+    runtime = get_runtime("gevent")
+    rec = Recorder(runtime)
+    bystander = bind_actor(Bystander, runtime).start()
+    sup = start_supervisor([spec("a", rec)], runtime=runtime)
+    try:
+        old = rec.ref("a")
+        actor = old._actor_weakref()
+        assert actor is not None
+        actor.actor_greenlet.kill(timeout=LIMIT)
+        rec.wait(lambda r: r.count("started", "a") == 2)
+        (info,) = rec.exits("a")
+        assert info.reason == "crash" and isinstance(info.error, gevent.GreenletExit)
+        assert bystander.ask("still here", timeout=LIMIT) == "still here"
+        assert rec.ref("a").ask("ping", timeout=LIMIT) == "ping"
+    finally:
+        sup.stop()
+        bystander.stop()
 
 
 def test_plain_and_concrete_classes_share_a_cached_mixin(supervise: Any, runtime: Runtime) -> None:
     """Plain pykka.Actor and concrete classes both work; each class gets one cached mixin."""
-    rec = Recorder()
+    rec = Recorder(runtime)
     concrete = type("ConcreteWorker", (Worker, runtime.actor_base), {})
     supervise([spec("a", rec), ChildSpec("b", concrete, ("b", rec))])
     supervise([spec("c", rec)])
@@ -546,3 +770,28 @@ def test_plain_and_concrete_classes_share_a_cached_mixin(supervise: Any, runtime
     assert classes["a"] is classes["c"]
     assert issubclass(classes["a"], Worker) and issubclass(classes["a"], runtime.actor_base)
     assert issubclass(classes["b"], concrete)
+
+
+# Leaks
+
+
+def _run_and_drop(seed: int) -> list[weakref.ref[Any]]:
+    """Run a supervised actor on a fresh SimulationRuntime, stop it; weak refs to what it made."""
+    runtime = get_runtime("simulation")
+    rec = Recorder(runtime)
+    sup = start_supervisor([spec("a", rec)], runtime=runtime, name=f"run-{seed}")
+    # A restart, without a crash: pytest keeps logged tracebacks, hence their frames.
+    rec.ref("a").tell("quit")
+    rec.wait(lambda r: r.count("started", "a") == 2)
+    assert rec.ref("a").ask("ping", timeout=LIMIT) == "ping"
+    assert sup.stop()
+    made = [runtime, runtime.kernel, runtime.actor_base]  # type: ignore[attr-defined]
+    return [weakref.ref(thing) for thing in made]
+
+
+def test_simulation_runtimes_are_collected() -> None:
+    """30 simulation runtimes that ran a supervised actor are all garbage once dropped."""
+    refs = [ref for seed in range(30) for ref in _run_and_drop(seed)]
+    gc.collect()
+    alive = [ref() for ref in refs if ref() is not None]
+    assert not alive, gc.get_referrers(alive[0])

@@ -66,6 +66,10 @@ class Production:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def tickets(self) -> list[Ticket]:
+        """A snapshot of the waiting tickets, oldest first (for Sequences)."""
+        return list(self._queue)
+
     def actions(self) -> list[Action]:
         """A snapshot of the waiting actions, oldest first."""
         with self._lock:
@@ -152,11 +156,18 @@ class Production:
         override this to leave them queued in the store instead of cancelling them)."""
 
     def hand_back(self) -> list[Ticket]:
-        """Remove and return every waiting ticket (shutdown without drain)."""
-        with self._lock:
-            out = list(self._queue)
-            self._queue.clear()
-        return out
+        """Remove and return every waiting ticket (shutdown without drain).
+
+        One ``popleft`` at a time, like :meth:`take`: a ticket put concurrently
+        is either returned here or stays queued for the next sweep, never lost.
+        """
+        queue = self._queue
+        out: list[Ticket] = []
+        while True:
+            try:
+                out.append(queue.popleft())
+            except IndexError:
+                return out
 
     def __repr__(self) -> str:
         return f"<Production {self.name!r} pending={len(self._queue)}>"

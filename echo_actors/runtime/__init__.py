@@ -9,15 +9,27 @@ talks to a :class:`Runtime`, so it never knows which one it runs on.
 
 from __future__ import annotations
 
-import functools
 import random
+import sys
+import threading
 from typing import Any, Protocol, cast
 
 import pykka
 
-from echo_actors.runtime._thread import ThreadRuntime
+from echo_actors.runtime._thread import MainExitHandle, ThreadRuntime, on_main_exit
 
-__all__ = ["RUNTIMES", "Event", "Runtime", "Scheduler", "TimerHandle", "bind_actor", "get_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Event",
+    "MainExitHandle",
+    "Runtime",
+    "Scheduler",
+    "TimerHandle",
+    "bind_actor",
+    "get_runtime",
+    "is_control_flow",
+    "on_main_exit",
+]
 
 class Event(Protocol):
     """A one-shot flag that can be waited on (``threading.Event`` shape)."""
@@ -64,11 +76,27 @@ class Runtime(Protocol):
         ...
 
 
-@functools.cache
+_BOUND = "_echo_actors_bound"  # a base's own cache of the classes bound to it
+_bind_lock = threading.Lock()
+
+
 def _bind(actor_class: type, base: type[pykka.Actor]) -> type[pykka.Actor]:
     if issubclass(actor_class, base):
         return actor_class
-    return type(actor_class.__name__, (actor_class, base), {"__module__": actor_class.__module__})
+    # The cache lives on ``base`` itself, not in a global one: a simulation
+    # runtime makes a base class per instance, and a global cache would keep
+    # every such runtime (and its kernel) alive for ever. Base, cache and bound
+    # classes form a cycle that goes with the runtime.
+    with _bind_lock:
+        cache: dict[type, type[pykka.Actor]] | None = base.__dict__.get(_BOUND)
+        if cache is None:
+            cache = {}
+            setattr(base, _BOUND, cache)
+        bound = cache.get(actor_class)
+        if bound is None:
+            namespace = {"__module__": actor_class.__module__}
+            bound = cache[actor_class] = type(actor_class.__name__, (actor_class, base), namespace)
+        return bound
 
 
 def bind_actor(actor_class: type[Any], runtime: Runtime) -> type[pykka.Actor]:
@@ -79,6 +107,28 @@ def bind_actor(actor_class: type[Any], runtime: Runtime) -> type[pykka.Actor]:
     """
     return _bind(cast(type, actor_class), runtime.actor_base)
 
+
+def is_control_flow(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of the runtimes' own interrupts rather than a failure.
+
+    A killed greenlet (``GreenletExit``), a ``gevent.Timeout`` and the
+    simulation kernel's interrupt are how a runtime ends or cuts short a
+    wait: code that sees one lets it through instead of counting a failure.
+    Modules that were never imported cannot have raised anything.
+    """
+    for module, name in _CONTROL_FLOW:
+        loaded = sys.modules.get(module)
+        kind = getattr(loaded, name, None) if loaded is not None else None
+        if isinstance(kind, type) and isinstance(exc, kind):
+            return True
+    return False
+
+
+_CONTROL_FLOW = (
+    ("greenlet", "GreenletExit"),
+    ("gevent", "Timeout"),
+    ("echo_actors.runtime._simulation", "_Interrupt"),
+)
 
 RUNTIMES = ("thread", "gevent", "simulation")
 """The runtimes a Sequence can be given by name."""

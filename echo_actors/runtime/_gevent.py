@@ -231,7 +231,7 @@ class GeventScheduler:
                     break
                 # The hub's clock may lag time.monotonic(): re-check on wake-up.
                 self._wake.clear()
-                self._wake.wait(wait)
+                self._wake.wait(min(wait, 3600.0))  # far or infinite: look again hourly
             if self._stopped:
                 return
             _, _, timer = heapq.heappop(self._heap)

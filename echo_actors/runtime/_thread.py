@@ -1,5 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""The default runtime: pykka's ThreadingActor, one OS thread per actor."""
+"""The default runtime: pykka's ThreadingActor, one OS thread per actor.
+
+Also :func:`on_main_exit`: pykka's actor threads are not daemons, so a
+program whose main thread ends while actors run would wait for them for
+ever; a callback registered there can stop them.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from echo_actors.runtime._outcome import outcome
 
 _log = get_logger("echo_actors.runtime")
 
-__all__ = ["ThreadFuture", "ThreadRuntime", "ThreadScheduler"]
+__all__ = ["MainExitHandle", "ThreadFuture", "ThreadRuntime", "ThreadScheduler", "on_main_exit"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -90,7 +95,7 @@ class ThreadScheduler:
                     wait = self._heap[0][0] - time.monotonic()
                     if wait <= 0:
                         break
-                    self._cond.wait(wait)
+                    self._cond.wait(min(wait, 3600.0))  # far or infinite: look again hourly
                 if self._stopped:
                     return
                 _, _, timer = heapq.heappop(self._heap)
@@ -191,3 +196,75 @@ class ThreadRuntime:
         if seconds is not None and time.monotonic() - started > seconds:
             raise TimeoutError(f"{fn!r} did not finish within {seconds} s")
         return result
+
+
+class MainExitHandle:
+    """What :func:`on_main_exit` returns: ``cancel()`` unregisters the callback."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: int) -> None:
+        self._key = key
+
+    def cancel(self) -> None:
+        """Do not call the callback (no effect once it was called or cancelled)."""
+        with _main_exit_lock:
+            _main_exit_callbacks.pop(self._key, None)
+
+
+_main_exit_lock = threading.Lock()
+_main_exit_callbacks: dict[int, Callable[[], object]] = {}
+_main_exit_keys = itertools.count()
+_main_exit_installed = False
+
+
+def _run_main_exit_callbacks() -> None:
+    with _main_exit_lock:
+        callbacks = list(_main_exit_callbacks.values())
+        _main_exit_callbacks.clear()
+    for callback in reversed(callbacks):  # the latest first, as atexit does
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - the others must still run, and the process end
+            _log.exception("main_exit_callback_failed", callback=repr(callback))
+
+
+def _watch_main_thread() -> None:
+    threading.main_thread().join()
+    _run_main_exit_callbacks()
+
+
+def on_main_exit(callback: Callable[[], object]) -> MainExitHandle:
+    """Call ``callback()`` once the main thread has ended, before Python waits for other threads.
+
+    When the main thread's code ends (or raises), Python joins every
+    non-daemon thread before it exits; pykka's actor threads are such
+    threads, so a program that forgets to stop its actors never exits. A
+    callback registered here runs at that moment, in the main thread, before
+    that join: it can warn and stop the actors so that the process ends.
+    (``atexit`` handlers would come too late: they run after the join.)
+
+    It rests on ``threading._register_atexit``, CPython's hook for exactly
+    this (``concurrent.futures`` uses it); where that does not exist, a
+    daemon thread that joins the main thread calls the callbacks instead.
+    Callbacks run at most once, the latest registered first; one that raises
+    is logged and the others still run. Keep them short, and cancel the
+    returned handle when what they would stop was stopped some other way.
+
+    Raises:
+        RuntimeError: the interpreter is already shutting down.
+    """
+    global _main_exit_installed  # one hook per process, installed once
+    with _main_exit_lock:
+        if not _main_exit_installed:
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                register(_run_main_exit_callbacks)  # RuntimeError once shutting down
+            else:  # pragma: no cover - not CPython
+                threading.Thread(
+                    target=_watch_main_thread, name="echo-actors-main-exit", daemon=True
+                ).start()
+            _main_exit_installed = True
+        key = next(_main_exit_keys)
+        _main_exit_callbacks[key] = callback
+    return MainExitHandle(key)
