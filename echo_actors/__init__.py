@@ -7,6 +7,8 @@ that balances and steals work, retries with backoff, hooks and chaining held
 in :class:`Life`, and dead letters for what fails for good.
 """
 
+import logging
+
 from pykka import Timeout
 
 from echo_actors.action import Action
@@ -32,7 +34,10 @@ from echo_actors.production import Production
 from echo_actors.sequence import Sequence, Stats
 from echo_actors.site import Site
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# Silent unless the application configures logging (the convention of pykka and Dramatiq).
+logging.getLogger("echo_actors").addHandler(logging.NullHandler())
 
 __all__ = [
     "Action",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -110,10 +111,11 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ValueError: unknown setting, wrong type or invalid value, naming it.
         """
         values: dict[str, Any] = {}
+        origin: dict[str, str] = {}  # setting -> where it came from, for error messages
         if path is not None:
-            with Path(path).open("rb") as file:
-                data = tomllib.load(file)
-            values.update(data.get("echo", data))
+            table = _read_toml(Path(path))
+            values.update(table)
+            origin.update(dict.fromkeys(table, str(path)))
         environ = os.environ if env is None else env
         fields = set(cls.__struct_fields__)
         for name, raw in environ.items():
@@ -122,8 +124,35 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             field = name[len(_ENV_PREFIX) :].lower()
             if field in fields:
                 values[field] = raw.split(",") if field == "license_keys" and raw else raw
+                origin[field] = f"{name}={raw!r}"
         values.update(overrides)
+        for name in overrides:  # the caller knows what it passed
+            origin.pop(name, None)
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ValueError(f"invalid Fate: {exc}") from None
+            raise ValueError(f"invalid Fate: {_located(str(exc), origin)}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The settings table of a Fate file (top level or ``[echo]``); errors name the file."""
+    with path.open("rb") as file:
+        try:
+            data = tomllib.load(file)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    table = data.get("echo", data)
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: 'echo' must be a table of settings")
+    return table
+
+
+def _located(message: str, origin: Mapping[str, str]) -> str:
+    """``message`` prefixed with where the setting it is about came from (file or variable)."""
+    named = re.search(r"\$\.(\w+)|unknown field `(\w+)`", message)
+    if named is not None:
+        settings = [named.group(1) or named.group(2)]
+    else:  # a range check (``sites must be >= 1``) names the setting in its text
+        settings = [s for s in origin if re.search(rf"\b{s}\b", message)]
+    where = [origin[s] for s in settings if s in origin]
+    return f"{', '.join(where)}: {message}" if where else message

@@ -49,8 +49,8 @@ from typing import Any, Literal, cast, get_args
 
 import msgspec
 import pykka
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors.runtime import (
     Runtime,
     Scheduler,
@@ -79,7 +79,7 @@ __all__ = [
     "tree",
 ]
 
-_log = structlog.get_logger("echo_actors.supervision")
+_log = get_logger("echo_actors.supervision")
 
 Restart = Literal["permanent", "transient", "temporary"]
 """permanent: always restarted; transient: only after a crash; temporary: never."""

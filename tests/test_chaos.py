@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import structlog
+from logs import capture_events
 
 from echo_actors import (
     Action,
@@ -62,7 +62,7 @@ def test_crashing_sites_lose_nothing(seed: int) -> None:
 
     plan = Plan().with_signature(Signature("Work")).with_function("Work", work).build()
     fate = Fate(max_attempts=3, max_restarts=1_000_000, restart_within=1.0)
-    with structlog.testing.capture_logs() as logs:
+    with capture_events() as logs:
         sequence = Sequence(plan, site=_crashy_site(ledger, 0.05, seed), sites=4, fate=fate)
         with sequence:
             futures = [sequence.submit(Action("Work", n)) for n in range(ACTIONS)]

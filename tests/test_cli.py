@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -12,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from echo_actors import Action
 from echo_actors.cli import main
@@ -63,23 +62,19 @@ def plan_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Run]:
+def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Run]:
     """Run ``main(argv)`` in-process; returns (exit status, stdout, stderr).
 
-    ``main`` configures structlog for the process it runs in (as a command
-    line should); here that call is recorded instead of made, and the
-    library's events are captured, so that no test leaves logging configured.
+    ``main`` configures logging while it runs and undoes it before returning
+    (the autouse fixture in conftest checks that structlog is left alone).
     """
-    configured: list[dict[str, Any]] = []
-    monkeypatch.setattr(structlog, "configure", lambda **kw: configured.append(kw))
 
     def run(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
-        with capture_logs():
-            try:
-                status = main(list(argv))
-            except SystemExit as exc:  # argparse's way of reporting a usage error
-                status = exc.code if isinstance(exc.code, int) else 2
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        status = main(list(argv))
+        assert (root.handlers, root.level) == (handlers, level), "main left logging configured"
         out, err = capsys.readouterr()
         return status, out, err
 
@@ -123,7 +118,7 @@ def test_mixed_file_reports_bad_lines(cli: Run, plan_file: Path, tmp_path: Path)
 
 
 def test_mixed_file_json_summary(cli: Run, plan_file: Path, tmp_path: Path) -> None:
-    """--json prints the same counts as a JSON object; dead letters are listed on stderr."""
+    """--json prints the counts and the dead letters (with their lines, in file order)."""
     lines = [
         _line(content={"n": 1}),
         _line("Unknown", content={"n": 2}),
@@ -141,7 +136,12 @@ def test_mixed_file_json_summary(cli: Run, plan_file: Path, tmp_path: Path) -> N
     assert summary["cancelled"] == 0
     assert summary["bad_lines"] == 1
     assert "line 4:" in err
-    assert "routing" in err and "validation" in err
+    letters = summary["dead_letters"]
+    assert [(d["line"], d["name"], d["error_kind"]) for d in letters] == [
+        (2, "Unknown", "routing"), (3, "Double", "validation"),
+    ]
+    assert all(d["attempts"] == 1 and d["message"] and d["id"] for d in letters)
+    assert summary["interrupted"] is False
 
 
 def test_all_good_exits_zero(cli: Run, plan_file: Path, tmp_path: Path) -> None:
@@ -277,3 +277,25 @@ def test_console_script_runs_the_quickstart() -> None:
     assert summary["completed"] == 2000
     assert summary["dead_lettered"] == 0
     assert summary["bad_lines"] == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["run", "--help"], ["worker", "--help"], ["submit", "--help"],
+     ["dead-letters", "--help"], ["dead-letters", "list", "--help"],
+     ["dead-letters", "requeue", "--help"], ["stats", "--help"]],
+    ids=lambda args: "-".join(args[:-1]) or "top",
+)
+def test_help_shows_examples_and_exit_codes(cli: Run, args: list[str]) -> None:
+    """Every command's --help has examples and the exit statuses, and no RST markup."""
+    status, out, _ = cli(*args)
+    assert status == 0
+    assert "examples:" in out and "exit status:" in out
+    assert "130" in out and "``" not in out and ":class:" not in out
+
+
+def test_dead_letters_help_names_its_actions(cli: Run) -> None:
+    """`dead-letters --help` lists list and requeue with a line each."""
+    status, out, _ = cli("dead-letters", "--help")
+    assert status == 0
+    assert "list the dead letters" in out and "put dead letters back" in out

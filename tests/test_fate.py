@@ -191,3 +191,32 @@ def test_replace() -> None:
     fate = Fate()
     changed = fate.replace(sites=2)
     assert changed.sites == 2 and fate.sites == 4
+
+
+def test_broken_toml_names_the_file_and_position(tmp_path: Path) -> None:
+    """A file that is not TOML: the error names the file and the line and column."""
+    path = _write(tmp_path, "[echo]\nsites = 4\nmax_attempts = = 3\n")
+    with pytest.raises(ValueError, match=r"echo\.toml: not valid TOML: .*line 3, column 16"):
+        Fate.load(path, env={})
+
+
+def test_bad_setting_in_a_file_names_the_file(tmp_path: Path) -> None:
+    """An unknown or out-of-range setting read from a file names the file."""
+    path = _write(tmp_path, "[echo]\nsites = 0\n")
+    with pytest.raises(ValueError, match=r"echo\.toml: sites must be >= 1"):
+        Fate.load(path, env={})
+
+
+def test_bad_variable_names_the_variable() -> None:
+    """ECHO_MAX_ATTEMPTS=abc: the error names the variable, its value and the setting."""
+    with pytest.raises(ValueError, match=r"ECHO_MAX_ATTEMPTS='abc'.*max_attempts") as info:
+        Fate.load(env={"ECHO_MAX_ATTEMPTS": "abc"})
+    assert "ECHO_SITES" not in str(info.value)
+
+
+def test_override_hides_the_source_it_replaces(tmp_path: Path) -> None:
+    """A bad override is not blamed on the file whose value it replaced."""
+    path = _write(tmp_path, "sites = 2\n")
+    with pytest.raises(ValueError, match="sites must be >= 1") as info:
+        Fate.load(path, env={}, sites=0)
+    assert "echo.toml" not in str(info.value)

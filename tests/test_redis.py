@@ -275,9 +275,9 @@ def test_tampered_unsigned_and_oversized_are_dead_lettered(productions, make_seq
         (letter.action.id if letter.action else "raw"): letter
         for letter in consumer.dead_letters()
     }
-    assert letters[unsigned.id].kind == "license"
-    assert letters[tampered.id].kind == "license"
-    assert letters["raw"].kind == "decode" and letters["raw"].size > 4096
+    assert letters[unsigned.id].error_kind == "license"
+    assert letters[tampered.id].error_kind == "license"
+    assert letters["raw"].error_kind == "decode" and letters["raw"].size > 4096
     assert "over the limit" in letters["raw"].message
     wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
                "acknowledgements")
@@ -305,7 +305,7 @@ def test_dead_letters_requeue(productions, make_sequence, client, stream) -> Non
     wait_until(lambda: len(consumer.dead_letters()) == 1, "the dead letter")
     [letter] = consumer.dead_letters()
     assert letter.action is not None and letter.action.id == action.id
-    assert letter.kind == "execution" and letter.attempts == 1
+    assert letter.error_kind == "execution" and letter.attempts == 1
     assert sequence.dead_letters() == []  # kept in Redis, not in the process
     assert [x.action.id for x in consumer.requeue([action.id]) if x.action] == [action.id]
     wait_until(lambda: len(runs) == 2, "the requeued action to run")
@@ -428,6 +428,18 @@ def test_sigterm_finishes_in_flight_and_exits_zero(workers, productions, client,
 
 
 @pytest.mark.timeout(60)
+def test_ctrl_c_stops_a_worker_with_130(workers, client, stream, tmp_path) -> None:
+    """SIGINT (Ctrl-C): the worker stops cleanly, prints its summary and exits 130."""
+    worker = workers("interrupted", "--sites", "2")
+    wait_until(lambda: consumers(client, stream) == {"interrupted"}, "the worker reading")
+    worker.send_signal(signal.SIGINT)
+    assert exit_code(worker) == 130
+    log = (tmp_path / "interrupted.log").read_text()
+    assert "echo-actors worker interrupted: completed 0" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.timeout(60)
 def test_malformed_entries_do_not_stop_a_worker(workers, productions, client, stream) -> None:
     """Garbage entries are dead-lettered (kind decode) and the worker carries on."""
     worker = workers("sturdy", "--sites", "2")
@@ -439,7 +451,7 @@ def test_malformed_entries_do_not_stop_a_worker(workers, productions, client, st
     executed = f"{stream}:executed"
     wait_until(lambda: client.llen(executed) == 10, "the good actions to run")
     dead = client.xrange(f"{stream}:dead")
-    assert [fields[b"kind"] for _, fields in dead] == [b"decode"] * 4
+    assert [fields[b"error_kind"] for _, fields in dead] == [b"decode"] * 4
     wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
                "acknowledgements")
     assert worker.poll() is None
@@ -452,7 +464,8 @@ def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path)
     """`submit` signs and adds lines, reports bad ones; `stats` and `dead-letters` read Redis."""
     lines = tmp_path / "actions.jsonl"
     lines.write_text('{"name": "Record", "content": 1}\nnot json\n'
-                     '{"name": "Record", "content": 2, "delay": 60}\n{"content": 3}\n')
+                     '{"name": "Record", "content": 2, "delay": 60}\n{"content": 3}\n'
+                     '{"name": "Record", "content": 18446744073709551616}\n')  # > MessagePack
     env = {**worker_env, "ECHO_LICENSE_KEYS": "k1,k0"}
 
     def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -463,8 +476,9 @@ def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path)
 
     result = cli("submit", str(lines))
     assert result.returncode == 1
-    assert b"submitted 2, bad lines 2" in result.stdout
+    assert b"submitted 2, bad lines 3" in result.stdout
     assert b"line 2:" in result.stderr and b"line 4:" in result.stderr
+    assert b"line 5:" in result.stderr and b"Traceback" not in result.stderr
     [(_, fields)] = client.xrange(stream)
     verify(RedisProduction(client, stream=stream, fate=Fate()).decode(fields[b"a"]), ["k1"])
     result = cli("submit", "-", stdin=b'{"name": "Record", "content": 5}\n')
@@ -475,13 +489,15 @@ def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path)
     figures = json.loads(result.stdout)
     assert (figures["length"], figures["delayed"], figures["dead_letters"]) == (2, 1, 0)
 
+    # A dead letter stored by 0.1 (`kind`, not `error_kind`) is still read.
     client.xadd(f"{stream}:dead", {"d": msgspec.msgpack.encode({
         "kind": "execution", "message": "boom", "attempts": 3, "failed_at": 1.0,
         "action": msgspec.to_builtins(Action("Record", 9, id="dead-1")),
     })})
     result = cli("dead-letters", "list", "--json")
+    assert result.returncode == 0, result.stderr
     [letter] = [json.loads(line) for line in result.stdout.splitlines()]
-    assert letter["action"]["id"] == "dead-1" and letter["kind"] == "execution"
+    assert letter["action"]["id"] == "dead-1" and letter["error_kind"] == "execution"
     result = cli("dead-letters", "requeue", "--id", "dead-1", "--id", "missing")
     assert result.returncode == 1
     assert b"requeued 1" in result.stdout and b"missing" in result.stderr

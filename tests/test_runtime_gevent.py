@@ -19,7 +19,7 @@ import gevent.event
 import gevent.queue
 import pykka
 import pytest
-import structlog.testing
+from logs import capture_events
 
 from echo_actors.runtime import bind_actor, get_runtime
 from echo_actors.runtime._gevent import (
@@ -477,7 +477,7 @@ def test_scheduler_raising_callback_is_logged_and_later_timers_run(
     def broken() -> None:
         raise RuntimeError("broken timer")
 
-    with structlog.testing.capture_logs() as logs:
+    with capture_events() as logs:
         scheduler.call_later(0.0, broken)
         scheduler.call_later(0.01, broken)
         scheduler.call_later(0.02, done.set)

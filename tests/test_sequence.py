@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pykka
 import pytest
-from structlog.testing import capture_logs
+from logs import capture_events
 
 from echo_actors import (
     Action,
@@ -100,7 +100,7 @@ def test_retry_then_success(runtime: str, make_sequence: MakeSequence) -> None:
 
     fate = FAST.replace(max_attempts=3)
     sequence = make_sequence(_plan(Flaky=flaky), sites=1, fate=fate, runtime=runtime)
-    with capture_logs() as logs:
+    with capture_events() as logs:
         assert sequence.submit(Action("Flaky", 4)).get(timeout=LIMIT) == 40
         assert sequence.join(LIMIT)
     assert attempts == [4, 4, 4]
@@ -124,7 +124,7 @@ def test_retries_exhausted_dead_letter(runtime: str, make_sequence: MakeSequence
     fate = FAST.replace(max_attempts=3)
     sequence = make_sequence(_plan(Boom=boom), sites=2, fate=fate, runtime=runtime)
     action = Action("Boom", 7)
-    with capture_logs() as logs:
+    with capture_events() as logs:
         future = sequence.submit(action)
         with pytest.raises(ExecutionError) as info:
             future.get(timeout=LIMIT)

@@ -13,7 +13,7 @@ from typing import Any
 import greenlet  # type: ignore[import-untyped]
 import pykka
 import pytest
-import structlog.testing
+from logs import capture_events
 
 from echo_actors.runtime import Runtime, bind_actor, get_runtime
 from echo_actors.supervision import (
@@ -356,7 +356,7 @@ def test_self_stop_is_a_normal_exit(supervise: Any, runtime: Runtime) -> None:
 def test_top_level_supervisor_gives_up_and_stops(supervise: Any, runtime: Runtime) -> None:
     """Past max_restarts in the window, a top supervisor stops its children and itself."""
     rec = Recorder(runtime)
-    with structlog.testing.capture_logs() as logs:
+    with capture_events() as logs:
         sup = supervise([spec("a", rec), spec("b", rec)], max_restarts=1, within=60.0,
                         on_give_up=lambda error: rec.add("gave_up", "root", error))
         crash(rec, "a")
@@ -384,7 +384,7 @@ def test_intensity_exceeded_escalates_to_the_parent(supervise: Any, runtime: Run
         on_exit=lambda info: rec.add("exit", "sub", info),
         on_give_up=lambda error: rec.add("gave_up", "sub", error),
     )
-    with structlog.testing.capture_logs() as logs:
+    with capture_events() as logs:
         root = supervise([spec("other", rec), sub], strategy="one_for_all", within=60.0)
         old_sub, old_y = rec.ref("sub"), rec.ref("y")
         crash(rec, "x")  # one restart: within the sub's intensity
@@ -538,7 +538,7 @@ def test_start_terminate_restart_delete_child(supervise: Any, runtime: Runtime) 
 def test_callbacks_get_the_exit_then_the_new_ref(supervise: Any, runtime: Runtime) -> None:
     """on_exit gets the crash (error, old urn) before on_start gets the new ref."""
     rec = Recorder(runtime)
-    with structlog.testing.capture_logs() as logs:
+    with capture_events() as logs:
         sup = supervise([spec("a", rec)])
         old = rec.ref("a")
         crash(rec, "a")

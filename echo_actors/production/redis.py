@@ -60,8 +60,8 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 import redis
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.admission import admit, check_limits
@@ -85,7 +85,7 @@ __all__ = [
 FORMAT_VERSION = 1
 """The version of the wire format this module writes (see the module's docstring)."""
 
-_log = structlog.get_logger("echo_actors.redis")
+_log = get_logger("echo_actors.redis")
 
 _RAW_KEPT = 1024
 """Bytes of an undecodable entry kept in its dead letter (the rest is only counted)."""
@@ -97,13 +97,13 @@ _CHUNK = 1000
 class StoredDeadLetter(msgspec.Struct, frozen=True):
     """A dead letter as kept in the dead stream.
 
-    ``action`` is None when the entry never decoded (kind ``"decode"``); then
+    ``action`` is None when the entry never decoded (error kind ``"decode"``); then
     ``raw`` holds its first bytes and ``size`` its length. ``entry_id`` is the
     dead stream's entry, ``source`` the work stream's entry it came from,
     ``admission`` the entry it was first read from (kept when requeued).
     """
 
-    kind: str
+    error_kind: str
     message: str
     attempts: int
     failed_at: float
@@ -245,6 +245,18 @@ class RedisNonceStore:
 
 _DEAD_ENCODER = msgspec.msgpack.Encoder()
 _DEAD_DECODER = msgspec.msgpack.Decoder(StoredDeadLetter)
+
+
+def _decode_dead(data: bytes) -> StoredDeadLetter:
+    """A stored dead letter, in this version's layout or 0.1's (``kind``, not ``error_kind``)."""
+    try:
+        return _DEAD_DECODER.decode(data)
+    except msgspec.ValidationError:
+        fields = msgspec.msgpack.decode(data)
+        if not (isinstance(fields, dict) and "kind" in fields and "error_kind" not in fields):
+            raise
+    fields["error_kind"] = fields.pop("kind")
+    return msgspec.convert(fields, StoredDeadLetter)
 
 # KEYS[1]=delayed, KEYS[2]=stream; ARGV[1]=most to move. Moves due actions (server
 # clock) back to the stream; atomic, so no action is moved twice. Returns
@@ -623,7 +635,7 @@ class RedisProduction(Production):
             (t.receipt for t in tickets if t.action is letter.action and t.receipt), ""
         )
         return StoredDeadLetter(
-            kind=letter.error_kind, message=letter.message, attempts=letter.attempts,
+            error_kind=letter.error_kind, message=letter.message, attempts=letter.attempts,
             failed_at=letter.failed_at, action=letter.action, source=source,
             consumer=self.consumer, admission=self._admission_of(source),
         )
@@ -877,7 +889,7 @@ class RedisProduction(Production):
                 attempt += deliveries[index] - 1
                 if attempt > max_attempts:
                     dead.append(StoredDeadLetter(
-                        kind="crash", attempts=attempt - 1, failed_at=time.time(),
+                        error_kind="crash", attempts=attempt - 1, failed_at=time.time(),
                         message=f"delivered {deliveries[index]} times without an "
                         "acknowledgement (the workers holding it stopped)",
                         action=action, source=entry_id, consumer=self.consumer,
@@ -905,7 +917,7 @@ class RedisProduction(Production):
         if dead:
             self._write(dead_ids, dead)
             self._log.warning("entries_dead_lettered", count=len(dead),
-                              kinds=sorted({letter.kind for letter in dead}))
+                              kinds=sorted({letter.error_kind for letter in dead}))
         if parked:
             self._park(keys=[self.delayed_key, self.stream],
                        args=[self.group, "1" if self.delete_acked else "0", *parked])
@@ -950,7 +962,7 @@ class RedisProduction(Production):
             {_text(k): v for k, v in fields.items()}
         )
         return StoredDeadLetter(
-            kind=DecodeError.kind, message=message,
+            error_kind=DecodeError.kind, message=message,
             attempts=deliveries[index] if deliveries is not None else 1,
             failed_at=time.time(), raw=raw[:_RAW_KEPT], size=len(raw), source=entry_id,
             consumer=self.consumer,
@@ -994,7 +1006,7 @@ class RedisProduction(Production):
         for letter in letters:
             action = letter.action
             pipe.xadd(self.dead_key, {
-                "d": _DEAD_ENCODER.encode(letter), "kind": letter.kind,
+                "d": _DEAD_ENCODER.encode(letter), "error_kind": letter.error_kind,
                 "id": action.id if action is not None else "",
                 "name": action.name if action is not None else "",
             }, maxlen=self.dead_maxlen, approximate=True)
@@ -1094,7 +1106,7 @@ class RedisProduction(Production):
         for raw_id, fields in self._client.xrange(self.dead_key, count=limit):
             entry_id = _text(raw_id)
             try:
-                letter = _DEAD_DECODER.decode(fields[b"d"])
+                letter = _decode_dead(fields[b"d"])
             except (KeyError, msgspec.DecodeError) as exc:
                 self._log.warning("dead_letter_unreadable", entry_id=entry_id, error=str(exc))
                 continue

@@ -23,8 +23,8 @@ import gevent
 import gevent.event
 import gevent.queue
 import pykka
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors.runtime._outcome import outcome
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GeventActor", "GeventFuture", "GeventRuntime", "GeventScheduler"]
 
-_log = structlog.get_logger("echo_actors.runtime")
+_log = get_logger("echo_actors.runtime")
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")

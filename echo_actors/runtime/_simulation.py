@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, TypeVarTuple, cast
 
 import greenlet  # type: ignore[import-untyped]
 import pykka
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors.runtime._outcome import outcome
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ __all__ = [
     "SimulationScheduler",
 ]
 
-_log = structlog.get_logger("echo_actors.runtime")
+_log = get_logger("echo_actors.runtime")
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")

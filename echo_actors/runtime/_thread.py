@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar, TypeVarTuple
 
 import pykka
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors.runtime._outcome import outcome
 
-_log = structlog.get_logger("echo_actors.runtime")
+_log = get_logger("echo_actors.runtime")
 
 __all__ = ["MainExitHandle", "ThreadFuture", "ThreadRuntime", "ThreadScheduler", "on_main_exit"]
 

@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: MIT
+"""``echo-actors worker``: execute actions from a Redis stream until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+from typing import IO, Any
+
+from echo_actors.cli._common import (
+    EXIT_CODES,
+    CommandError,
+    Exit,
+    HelpFormatter,
+    at_least,
+    load_fate,
+    positive_seconds,
+)
+from echo_actors.cli._plans import load_plan
+from echo_actors.cli._redis import add_stream_options, open_production
+from echo_actors.cli._signals import Stopping
+
+__all__ = ["add_command", "command", "prepare"]
+
+DESCRIPTION = """\
+Run a Sequence on a Redis stream (consumer group) until stopped: read actions in
+batches, execute them, acknowledge each once it completed, was dead-lettered or
+was parked for a delay. Several workers on several machines share the stream.
+
+SIGTERM or Ctrl-C: stop reading, give the actions read but not started back to
+the stream, let the running ones finish and be acknowledged, print a summary and
+exit (0 for SIGTERM, 130 for Ctrl-C). A second signal leaves at once: what was
+running is redelivered to other workers after the visibility timeout."""
+
+EPILOG = f"""\
+examples:
+  export ECHO_REDIS_URL=redis://127.0.0.1:6379/0
+  echo-actors worker examples/quickstart.py:plan --sites 4
+  echo-actors worker myapp.plans:plan --runtime gevent --sites 200 --read-ahead 50
+  echo-actors worker plan.py:plan --log-level info --log-format json
+
+{EXIT_CODES}
+  (SIGTERM gives 0 once the worker stopped cleanly)"""
+
+
+def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``worker`` to the subcommands."""
+    run = commands.add_parser(
+        "worker", parents=parents, formatter_class=HelpFormatter, description=DESCRIPTION,
+        epilog=EPILOG, help="execute actions from a Redis stream until stopped",
+    )
+    run.add_argument("plan", metavar="MODULE:PLAN", help="where the Plan is (module or .py path)")
+    add_stream_options(run)
+    run.add_argument("--sites", type=at_least(1), metavar="N",
+                     help="number of Sites, at least 1 (default: the configuration's, 4)")
+    run.add_argument("--runtime", choices=["thread", "gevent"],
+                     help="actor runtime (default: the configuration's, thread; gevent patches "
+                     "the process)")
+    run.add_argument("--consumer", help="consumer name (default: HOST-PID)")
+    run.add_argument("--batch", type=at_least(1), default=128, metavar="N",
+                     help="entries per read (default: 128)")
+    run.add_argument("--read-ahead", type=at_least(1), default=256, metavar="N",
+                     help="most unacknowledged actions this worker holds; lower it for long "
+                     "actions, so that idle workers get them (default: 256)")
+    run.add_argument("--visibility-timeout", type=positive_seconds, default=30.0,
+                     metavar="SECONDS",
+                     help="idle time before others claim a silent worker's entries (default: 30)")
+    run.add_argument("--grace", type=positive_seconds, metavar="SECONDS",
+                     help="on a stop, most seconds to wait for running actions (default: all)")
+    run.set_defaults(command=command, prepare=prepare)
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Load the settings, and monkey-patch a gevent worker before redis (and ssl) are imported.
+
+    Then the production's fetcher and writer threads, and redis-py's sockets,
+    cooperate with the gevent hub the actors run on. The runtime comes from
+    ``--runtime``, else the configuration (``--config``, ``ECHO_RUNTIME``).
+    """
+    fate = load_fate(args.config, sites=args.sites, runtime=args.runtime)
+    if fate.runtime not in {"thread", "gevent"}:
+        raise CommandError(f"a worker runs on the thread or gevent runtime, not {fate.runtime!r}")
+    args.fate = fate
+    if fate.runtime == "gevent":
+        from gevent import monkey  # noqa: PLC0415 - only for the gevent runtime
+
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all()
+
+
+def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Run until a signal; then stop cleanly (see the description)."""
+    from echo_actors.sequence import Sequence  # noqa: PLC0415 - after monkey-patching
+
+    fate = args.fate  # loaded by prepare()
+    runtime = fate.runtime
+    plan = load_plan(args.plan)
+    production = open_production(
+        args, fate, consumer=args.consumer, batch=args.batch, read_ahead=args.read_ahead,
+        visibility_timeout=args.visibility_timeout,
+    )
+
+    def hurry(_signum: int) -> None:
+        print(f"echo-actors worker {production.consumer}: stopping now; running actions "
+              "are redelivered after the visibility timeout", file=err, flush=True)
+
+    started = time.perf_counter()
+    try:
+        sequence = Sequence(plan, production=production, fate=fate)
+    except BaseException:
+        production.close()
+        raise
+    closed = False
+    with Stopping(hurry=hurry) as stopping:
+        try:
+            sequence.start()
+            print(f"echo-actors worker {production.consumer}: reading {production.stream} "
+                  f"(group {production.group}, {sequence.sites} Sites, {runtime}, "
+                  f"pid {os.getpid()})", file=err, flush=True)
+            while not stopping.requested.wait(1.0):  # timed: signal handlers run between
+                pass
+        except BrokenPipeError:
+            closed = True
+        finally:
+            production.pause()
+            handed_back = sequence.shutdown(drain=False, timeout=args.grace)  # idempotent
+            production.close()
+    if closed:
+        return Exit.CLOSED
+    counts = sequence.stats()
+    elapsed = time.perf_counter() - started
+    print(
+        f"echo-actors worker {production.consumer}: completed {counts.completed}, "
+        f"dead-lettered {counts.dead_lettered}, retried {counts.retried}, "
+        f"given back {len(handed_back)} in {elapsed:.1f} s",
+        file=out, flush=True,
+    )
+    return Exit.INTERRUPTED if stopping.signum == signal.SIGINT else Exit.OK  # SIGTERM: 0
