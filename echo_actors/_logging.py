@@ -48,14 +48,19 @@ def _clear_of_record(_logger: Any, _method: str, event_dict: EventDict) -> Event
 
 
 class _Logger(structlog.stdlib.BoundLogger):
-    """A stdlib BoundLogger that builds nothing for a level its logger does not emit."""
+    """A stdlib BoundLogger that builds nothing for a level its logger does not emit,
+    and never raises: a handler that fails (a closed pipe, an unencodable field) loses
+    that event, never the caller's work (an actor's loop, an action's ending)."""
 
     def _proxy_to_logger(
         self, method_name: str, event: str | None = None, *event_args: Any, **event_kw: Any
     ) -> Any:
         if not self._logger.isEnabledFor(_LEVELS.get(method_name, logging.NOTSET)):
             return None
-        return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
+        try:
+            return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
+        except Exception:  # noqa: BLE001 - see the class docstring
+            return None
 
 
 _PROCESSORS = (_clear_of_record, structlog.stdlib.render_to_log_kwargs)

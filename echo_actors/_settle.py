@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from echo_actors._ledger import Ledger
+from echo_actors._logging import get_logger
 from echo_actors._messages import KeyFree, Requeue
 from echo_actors._ticket import ENDED, RUNNING, Ticket, _claims
 from echo_actors.dead_letter import DeadLetter
@@ -31,7 +30,7 @@ from echo_actors.runtime import Scheduler, TimerHandle
 
 __all__ = ["CANCELLED", "COMPLETED", "CRASHED", "FAILED", "Settler", "Tally"]
 
-_log = structlog.get_logger("echo_actors.sequence")
+_log = get_logger("echo_actors.sequence")
 
 COMPLETED, FAILED, CRASHED, CANCELLED = "completed", "failed", "crashed", "cancelled"
 """Outcomes of an attempt: a result; an error (retried or dead-lettered); the Site died
@@ -46,12 +45,6 @@ class Tally:
     def __init__(self) -> None:
         self.completed = self.dead = self.cancelled = self.failed = 0
         self.acks: list[Ticket] = []
-
-
-def _safe(log: Callable[..., Any], event: str, **fields: Any) -> None:
-    """Log without letting a broken handler or stream break the books."""
-    with contextlib.suppress(Exception):  # an unloggable event is dropped, never raised
-        log(event, **fields)
 
 
 class Settler:
@@ -262,8 +255,8 @@ class Settler:
                     self.put(again)
                 return
             delay = policy.backoff(action.attempt, self._random.random())
-            _safe(_log.info, "action_retry", action_id=action.id, name=action.name, site=site,
-                  attempt=action.attempt, error=str(exc), backoff=round(delay, 4))
+            _log.debug("action_retry", action_id=action.id, action_name=action.name, site=site,
+                       attempt=action.attempt, error=str(exc), backoff=round(delay, 4))
             self.ledger.count("retried")
             self._wait(delay, again, local=again.holds_key)
             return
@@ -282,8 +275,8 @@ class Settler:
         _fail_future(ticket, exc)
         if ticket.holds_key and action.key is not None:
             self._post(KeyFree(action.key))
-        _safe(_log.warning, "action_dead_lettered", action_id=action.id, name=action.name,
-              site=site, attempt=action.attempt, kind=exc.kind, error=str(exc))
+        _log.debug("action_dead_lettered", action_id=action.id, action_name=action.name,
+                   site=site, attempt=action.attempt, error_kind=exc.kind, error=str(exc))
         self.production.bury(ticket, letter)
 
 

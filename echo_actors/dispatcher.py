@@ -17,6 +17,7 @@ crashed dispatcher: its successor takes the desk over and reconciles.
 from __future__ import annotations
 
 import contextlib
+import logging
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -24,8 +25,8 @@ from typing import Any
 
 import msgspec
 import pykka
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors._messages import (
     Batch,
     Cancel,
@@ -44,7 +45,7 @@ from echo_actors.production import Production
 
 __all__ = ["Desk", "Dispatcher", "SiteStats"]
 
-_log = structlog.get_logger("echo_actors.dispatcher")
+_log = get_logger("echo_actors.dispatcher")
 
 _SCAN = 16
 """Up to this many Sites, a thief ranks every queue; beyond, a random sample of this many."""
@@ -328,7 +329,8 @@ class Dispatcher(pykka.Actor):
             if stolen:
                 victim.steals_out += len(stolen)
                 thief.steals_in += len(stolen)
-                _log.debug("steal", thief=thief.site, victim=victim.site, count=len(stolen))
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug("steal", thief=thief.site, victim=victim.site, count=len(stolen))
                 return stolen
         return []
 

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import structlog
 
+from echo_actors._logging import get_logger
 from echo_actors.action import Action
 from echo_actors.errors import LicenseError
 from echo_actors.nonces import NonceStore, NonceStoreError
@@ -45,7 +45,7 @@ LICENSE_VERSION = 1
 DEFAULT_TTL = 300.0
 """Seconds a license made by :func:`sign` stays valid unless told otherwise."""
 
-_log = structlog.get_logger("echo_actors.license")
+_log = get_logger("echo_actors.license")
 _CANONICAL = msgspec.msgpack.Encoder(order="sorted")
 _HEX = frozenset("0123456789abcdef")
 

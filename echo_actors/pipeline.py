@@ -14,11 +14,11 @@ by the one place that ends an attempt). Pass your own steps with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from echo_actors._logging import get_logger
 from echo_actors.action import Action
 from echo_actors.errors import ActionTimeoutError, RoutingError
 from echo_actors.license import verify
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Next", "Step", "compose", "events", "hooks", "license", "timeout"]
 
-_log = structlog.get_logger("echo_actors.site")
+_log = get_logger("echo_actors.site")
 
 Next = Callable[[Action], Any]
 """The rest of the pipeline: call it with the action to run it."""
@@ -39,7 +39,9 @@ Step = Callable[[Action, "Site", Next], Any]
 
 def events(action: Action, site: Site, call_next: Next) -> Any:
     """Log ``action_started`` / ``action_completed`` / ``action_failed`` (debug)."""
-    fields = {"action_id": action.id, "name": action.name, "site": site.site_index,
+    if not _log.isEnabledFor(logging.DEBUG):
+        return call_next(action)
+    fields = {"action_id": action.id, "action_name": action.name, "site": site.site_index,
               "attempt": action.attempt}
     _log.debug("action_started", **fields)
     try:

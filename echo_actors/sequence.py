@@ -12,9 +12,9 @@ from typing import Any, cast
 
 import msgspec
 import pykka
-import structlog
 
 from echo_actors._ledger import Ledger
+from echo_actors._logging import get_logger
 from echo_actors._messages import Cancel, HandBack, SiteExited, SiteStarted, StatsRequest
 from echo_actors._settle import Settler
 from echo_actors._ticket import Ticket
@@ -38,7 +38,7 @@ from echo_actors.supervision import (
 
 __all__ = ["Sequence", "Stats"]
 
-_log = structlog.get_logger("echo_actors.sequence")
+_log = get_logger("echo_actors.sequence")
 
 
 class Stats(msgspec.Struct, frozen=True):
@@ -258,7 +258,7 @@ class Sequence:
         self.failure = error
         because = (f"cancelled: the Sequence failed ({error}; last error: "
                    f"{error.__cause__!r})")
-        _log.error("sequence_failed", error=str(error), cause=repr(error.__cause__))
+        _log.error("sequence_failed", error=str(error), cause=repr(error.__cause__))  # loud
         run.ledger.close(f"this Sequence failed and takes no more actions: {error}")
         run.settler.start_cancelling(because)
         run.desk.cancel_all()

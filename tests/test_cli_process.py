@@ -374,11 +374,6 @@ def test_dead_letters_in_file_order_with_lines(plan_file: Path, tmp_path: Path) 
     assert "completed 2, dead-lettered 3, bad lines 1 " in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the library's action_dead_lettered event is a WARNING in _settle.py (lead's file); "
-    "it must be DEBUG (per-action) for the CLI to report each dead letter once",
-)
 def test_each_dead_letter_is_reported_once(plan_file: Path, tmp_path: Path) -> None:
     """A dead letter's id appears once in the output: no log line besides the listing."""
     result = echo_actors_cli("run", f"{plan_file}:plan", str(_dead_letter_file(tmp_path)),

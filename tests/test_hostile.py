@@ -419,7 +419,7 @@ def test_redis_attempts_are_counted_across_parked_retries(productions, make_sequ
     productions().assign(Action("Job", "y"))
     wait_until(lambda: len(consumer.dead_letters()) == 1, "the dead letter")
     [letter] = consumer.dead_letters()
-    assert (letter.kind, letter.attempts, len(runs.seen)) == ("execution", 3, 3)
+    assert (letter.error_kind, letter.attempts, len(runs.seen)) == ("execution", 3, 3)
     assert letter.admission and letter.admission != letter.source  # kept across parks
 
 
@@ -437,7 +437,7 @@ def test_redis_replay_within_window_refused(productions, make_sequence) -> None:
     assert runs.done.wait(LIMIT)
     wait_until(lambda: len(consumer.dead_letters()) == 1, "the refused replay")
     [letter] = consumer.dead_letters()
-    assert letter.kind == "license" and "replay" in letter.message
+    assert letter.error_kind == "license" and "replay" in letter.message
     assert runs.seen == ["pay"]
 
 
@@ -451,7 +451,7 @@ def test_redis_requeued_dead_letter_is_not_a_replay(productions, make_sequence) 
     productions().assign(sign(Action("Job", "again"), "k"))
     wait_until(lambda: len(consumer.dead_letters()) == 1, "the dead letter")
     [letter] = consumer.dead_letters()
-    assert letter.kind == "execution" and letter.admission
+    assert letter.error_kind == "execution" and letter.admission
     assert len(consumer.requeue()) == 1
     assert runs.done.wait(LIMIT)
     assert runs.seen == ["again", "again"]
@@ -481,7 +481,7 @@ def test_redis_redelivery_of_the_same_entry_passes(productions, make_sequence, c
         assert consumer.counts["claimed"] == 1
     else:
         wait_until(lambda: len(consumer.dead_letters()) == 1, "the refused replay")
-        assert consumer.dead_letters()[0].kind == "license" and runs.seen == []
+        assert consumer.dead_letters()[0].error_kind == "license" and runs.seen == []
 
 
 @pytest.mark.timeout(60)
@@ -519,7 +519,7 @@ def test_redis_unknown_fields_typo_refused_newer_version_tolerated(productions, 
     assert runs.done.wait(LIMIT)
     wait_until(lambda: len(consumer.dead_letters()) == 1, "the dead letter")
     [letter] = consumer.dead_letters()
-    assert letter.kind == "decode" and "trace" in letter.message
+    assert letter.error_kind == "decode" and "trace" in letter.message
     assert runs.seen == ["new"]
 
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-import structlog
+from logs import capture_events
 
 from echo_actors import Action, LicenseError, sign, verify
 from echo_actors.admission import admit
@@ -219,7 +219,7 @@ class _BrokenStore:
 def test_store_failure_refuses_and_logs() -> None:
     """A nonce that cannot be recorded: the action is refused (fail closed), the reason logged."""
     refused = pytest.raises(LicenseError, match="could not be recorded: disk on fire")
-    with structlog.testing.capture_logs() as logs, refused:
+    with capture_events() as logs, refused:
         verify(sign(Action("A"), "k"), ["k"], nonces=_BrokenStore(), admission="a")
     assert [(e["event"], e["log_level"]) for e in logs] == [("nonce_not_recorded", "warning")]
 

@@ -94,11 +94,6 @@ def test_unconfigured_program_sees_nothing() -> None:
     assert result.stderr == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sequence.py, _settle.py, pipeline.py and dispatcher.py (the lead's files) still "
-    "log through structlog.get_logger(), whose default prints to stdout",
-)
 def test_sequence_with_retries_and_dead_letters_is_silent() -> None:
     """A Sequence run with a retry, a dead letter and per-action debug events: stdout empty."""
     result = _run_program("""

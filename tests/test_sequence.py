@@ -109,7 +109,7 @@ def test_retry_then_success(runtime: str, make_sequence: MakeSequence) -> None:
     assert (stats.completed, stats.dead_lettered, stats.outstanding) == (1, 0, 0)
     retries = [e for e in logs if e["event"] == "action_retry"]
     assert [e["attempt"] for e in retries] == [1, 2]
-    assert all(e["name"] == "Flaky" and "action_id" in e for e in retries)
+    assert all(e["action_name"] == "Flaky" and "action_id" in e for e in retries)
     assert sequence.dead_letters() == []
 
 
@@ -140,8 +140,8 @@ def test_retries_exhausted_dead_letter(runtime: str, make_sequence: MakeSequence
     stats = sequence.stats()
     assert (stats.retried, stats.dead_lettered, stats.completed) == (2, 1, 0)
     [event] = [e for e in logs if e["event"] == "action_dead_lettered"]
-    assert event["action_id"] == action.id and event["kind"] == "execution"
-    assert event["attempt"] == 3 and event["name"] == "Boom"
+    assert event["action_id"] == action.id and event["error_kind"] == "execution"
+    assert event["attempt"] == 3 and event["action_name"] == "Boom"
 
 
 def test_signature_retry_policy_overrides_fate(make_sequence: MakeSequence) -> None:

@@ -902,7 +902,7 @@ class RedisProduction(Production):
             refusal = self._refusal(action, admission)
             if refusal is not None:
                 dead.append(StoredDeadLetter(
-                    kind=refusal.kind, message=str(refusal), attempts=attempt,
+                    error_kind=refusal.kind, message=str(refusal), attempts=attempt,
                     failed_at=time.time(), action=action, source=entry_id,
                     consumer=self.consumer, admission=admission,
                 ))
