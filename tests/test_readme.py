@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -113,6 +114,10 @@ def shell_script(code: str, redis_url: str | None = None) -> str:
 
 def run_shell(code: str, where: str, tmp_path: Path, redis_url: str | None = None) -> str:
     """Run a shell block in bash in ``tmp_path``; its stdout, or fail with both streams."""
+    for tool in ("bash", *(["curl"] if re.search(r"^\s*curl ", code, re.M) else [])):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{where} needs {tool}: apt-get install -y {tool} (or your system's "
+                        f"package manager)", pytrace=False)
     # The venv's console scripts (echo-actors) first on PATH, as after activating it.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     done = subprocess.run(
