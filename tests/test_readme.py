@@ -143,18 +143,38 @@ DOC_BLOCKS = [block for page in _pages() for block in blocks(page)]
 SETUP = README_BLOCKS[0]
 
 
+def _commands(code: str) -> list[str]:
+    """The block's command lines, trailing comments and ``pip install`` lines left out."""
+    lines = (re.sub(r"\s+#\s.*$", "", line).strip() for line in code.splitlines())
+    return [line for line in lines if line and not line.startswith("pip install")]
+
+
+def _standalone(command: str) -> bool:
+    """A foreground command that needs nothing from the lines around it."""
+    return not re.search(r"&\s*$|\\$|^(export|kill|wait)\b|\bwait$", command)
+
+
 def _shell_blocks() -> list[Block]:
-    """Every bash block to run, README first, each distinct script once (pages repeat recipes)."""
-    seen: set[str] = set()
+    """Every bash block to run, README first, without repeats (pages repeat recipes).
+
+    A block is a repeat when its commands are those of a block already chosen, or
+    when each of its commands is a standalone one that an earlier block ran.
+    """
+    seen_blocks: set[tuple[str, ...]] = set()
+    seen_commands = set(_commands(SETUP.code.splitlines()[0].split(" && ", 1)[1]))
     chosen = []
     for block in README_BLOCKS[1:] + DOC_BLOCKS:
         if block.lang != "bash" or block.skip is not None:
             continue
-        lines = [ln.strip() for ln in block.code.splitlines()]
-        key = "\n".join(ln for ln in lines if ln and not ln.startswith("pip install"))
-        if key and key not in seen:
-            seen.add(key)
+        commands = _commands(block.code)
+        key = tuple(commands)
+        repeat = key in seen_blocks or all(
+            _standalone(c) and c in seen_commands for c in commands
+        )
+        if commands and not repeat:
             chosen.append(block)
+            seen_blocks.add(key)
+            seen_commands.update(commands)
     return chosen
 
 
@@ -273,7 +293,7 @@ def test_skips_are_few_and_justified() -> None:
     skipped = [b for b in README_BLOCKS + DOC_BLOCKS if b.skip is not None]
     assert all(len(b.skip or "") >= 20 for b in skipped), [(b.where, b.skip) for b in skipped]
     assert len(skipped) <= 3, [b.where for b in skipped]
-    assert len(SHELL_BLOCKS) >= 6, [b.where for b in SHELL_BLOCKS]
+    assert len(SHELL_BLOCKS) >= 5, [b.where for b in SHELL_BLOCKS]
 
 
 def test_substitutions_are_the_documented_ones() -> None:
