@@ -204,7 +204,8 @@ def test_the_first_setup_command_runs(tmp_path: Path) -> None:
     command = first.split(" && ", 1)[1]
     assert command == "echo-actors run examples/quickstart.py:plan examples/actions.jsonl"
     out = run_shell(command, SETUP.where, tmp_path)
-    assert "completed 2000, dead-lettered 0, bad lines 0" in out
+    assert re.search(r"completed 2,?000\b", out), out  # all of them (with or without a comma)
+    assert re.search(r"dead-lettered 0\b", out), out
 
 
 @pytest.mark.timeout(LIMIT + 10)
@@ -252,7 +253,7 @@ def test_shell_recipe_runs(block: Block, tmp_path: Path, request: pytest.Fixture
         )
         assert len(said) == len(simulations), out
     if "echo-actors submit" in block.code:
-        assert "2000" in out, out
+        assert re.search(r"\b2,?000\b", out), out  # submit counts what it added
 
 
 def _check_epidemic(out: str) -> None:
