@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -300,7 +301,7 @@ def chart(report: Report, path: str) -> bool:
     except ImportError:
         return False
     commits = [when for when, kind, _, _ in report.log if kind == "commit"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=80)
     left.plot(commits, range(1, len(commits) + 1))
     left.set_xlabel("virtual seconds")
     left.set_ylabel("transfers committed")
@@ -340,9 +341,18 @@ def main(argv: list[str] | None = None) -> Report:
           f"{'conserved' if report.conserved else 'NOT CONSERVED'}")
     print(f"  {report.virtual_seconds:.1f} s of model time in {report.wall_seconds:.3f} s of wall "
           f"time; {report.events} events, log digest {report.digest}")
-    if args.chart and chart(report, args.chart):
-        print(f"  chart saved to {args.chart}")
+    print(chart_line(report, args.chart))
     return report
+
+
+def chart_line(report: Report, path: str) -> str:
+    """One line saying where the chart went, or why there is none."""
+    if not path:
+        return "  no chart (--chart '')"
+    if chart(report, path):
+        return f"  chart saved to {os.path.abspath(path)}"
+    return ("  no chart: matplotlib is not installed "
+            "(pip install 'echo_actors[plot]', or pip install -e '.[plot]' in a checkout)")
 
 
 def quiet_logs() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -104,10 +105,12 @@ class Report:
     runtime: str
     regions: int
     days: int
-    curve: list[tuple[float, int, int, int]]  # (virtual day, S, I, R) after each day
+    curve: list[tuple[float, int, int, int, int]]
+    """(virtual day, S, I, R, in transit) after each day's work; the four counts add up
+    to the population (travellers who left today arrive tomorrow)."""
     population: int
     final_population: int
-    peak_day: int
+    peak_day: int  # 1 is the first day
     peak_infected: int
     virtual_seconds: float
     wall_seconds: float
@@ -143,19 +146,19 @@ def run(
     proxies = [ref.proxy() for ref in refs]
     work = random.Random(f"{seed}:work")
 
-    def advance(content: dict[str, Any]) -> tuple[int, int, int]:
+    def advance(content: dict[str, Any]) -> tuple[int, int, int, int]:
         index, day = content["region"], content["day"]
         rt.sleep(content["hours"] * 3600.0)  # the day's field work, in virtual time
         counts, leaving = proxies[index].step(
             day, beta, gamma, travel, neighbours[index]).get()
         for target, (s, i, r) in leaving.items():
             proxies[target].arrive(day, s, i, r)  # a message; taken in tomorrow
-        return counts
+        return (*counts, sum(s + i + r for s, i, r in leaving.values()))
 
     plan = Plan().with_signature(Signature("advance")).with_function("advance", advance).build()
     fate = Fate(sites=sites, runtime=rt.name)
     started, opened = time.perf_counter(), rt.monotonic()
-    curve: list[tuple[float, int, int, int]] = []
+    curve: list[tuple[float, int, int, int, int]] = []
     with Sequence(plan, sites=sites, fate=fate, runtime=rt) as sequence:
         for day in range(days):
             midnight = opened + day * DAY
@@ -165,11 +168,13 @@ def run(
                                    "hours": round(work.uniform(1.0, 6.0), 2)}, delay=delay)
                 for index in range(regions)
             )
-            totals = [0, 0, 0]
+            s, i, r, transit = 0, 0, 0, 0
             for future in futures:
-                for k, value in enumerate(future.get()):
-                    totals[k] += value
-            curve.append(((rt.monotonic() - opened) / DAY, *totals))
+                ds, di, dr, dt = future.get()
+                s, i, r, transit = s + ds, i + di, r + dr, transit + dt
+            curve.append(((rt.monotonic() - opened) / DAY, s, i, r, transit))
+        # The last day ends at its midnight, not when its work is done: --days N is N days.
+        rt.sleep(max(0.0, opened + days * DAY - rt.monotonic()))
     virtual = rt.monotonic() - opened
     wall = time.perf_counter() - started
     final = [proxy.counts().get() for proxy in proxies]
@@ -177,7 +182,7 @@ def run(
                      for _, s, i, r in ref.proxy().incoming.get())
     for ref in refs:
         ref.stop()
-    peak_day, peak = max(enumerate(row[2] for row in curve), key=lambda pair: pair[1])
+    peak_day, peak = max(enumerate((row[2] for row in curve), start=1), key=lambda p: p[1])
     return Report(
         runtime=rt.name, regions=regions, days=days, curve=curve,
         population=regions * population,
@@ -187,7 +192,7 @@ def run(
 
 
 def chart(report: Report, path: str) -> bool:
-    """Save the S, I, R curves; False without matplotlib."""
+    """Save the S, I, R curves (small: about 60 KB); False without matplotlib."""
     try:
         import matplotlib  # noqa: PLC0415 - optional
 
@@ -196,7 +201,7 @@ def chart(report: Report, path: str) -> bool:
     except ImportError:
         return False
     days = [row[0] for row in report.curve]
-    figure, axes = plt.subplots(figsize=(8, 4))
+    figure, axes = plt.subplots(figsize=(8, 4), dpi=80)
     for k, label in enumerate(("susceptible", "infected", "recovered"), start=1):
         axes.plot(days, [row[k] for row in report.curve], label=label)
     axes.set_xlabel("virtual day")
@@ -225,18 +230,29 @@ def main(argv: list[str] | None = None) -> Report:
     last = report.curve[-1]
     print(f"epidemic on {report.runtime}: {report.regions} regions, {report.days} days")
     print(f"  peak: {report.peak_infected} infected on day {report.peak_day}")
-    print(f"  end: S={last[1]} I={last[2]} R={last[3]} "
+    print(f"  end: S={last[1]} I={last[2]} R={last[3]} in transit={last[4]} "
           f"(attack rate {last[3] / report.population:.1%})")
     print(f"  population {report.population}, at the end {report.final_population}: "
           f"{'conserved' if report.population == report.final_population else 'NOT CONSERVED'}")
     print(f"  {report.virtual_seconds / DAY:.2f} simulated days in {report.wall_seconds:.3f} s "
           f"of wall time")
-    for day in range(0, report.days, max(1, report.days // 10)):
-        row = report.curve[day]
-        print(f"    day {day:4d}: S={row[1]:8d} I={row[2]:8d} R={row[3]:8d}")
-    if args.chart and chart(report, args.chart):
-        print(f"  chart saved to {args.chart}")
+    print(f"    {'day':>7} {'S':>9} {'I':>9} {'R':>9} {'transit':>9} {'total':>9}")
+    for day in sorted({*range(0, report.days, max(1, report.days // 10)), report.days - 1}):
+        _, s, i, r, transit = report.curve[day]
+        print(f"    {day + 1:7d} {s:9d} {i:9d} {r:9d} {transit:9d} {s + i + r + transit:9d}")
+    print("  (after each day's work; 'transit': travellers on their way, who arrive tomorrow)")
+    print(chart_line(report, args.chart))
     return report
+
+
+def chart_line(report: Report, path: str) -> str:
+    """One line saying where the chart went, or why there is none."""
+    if not path:
+        return "  no chart (--chart '')"
+    if chart(report, path):
+        return f"  chart saved to {os.path.abspath(path)}"
+    return ("  no chart: matplotlib is not installed "
+            "(pip install 'echo_actors[plot]', or pip install -e '.[plot]' in a checkout)")
 
 
 def quiet_logs() -> None:

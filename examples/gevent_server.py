@@ -2,12 +2,12 @@
 """A greenlet-based HTTP server (gevent's pywsgi, plain WSGI) that executes actions
 on a gevent Sequence.
 
-Run it (on 127.0.0.1; ``--port 0`` picks a free port; the port is printed either way):
+Run it (on 127.0.0.1; ``--port 0`` picks a free port). Once it accepts connections it
+prints ``listening on http://127.0.0.1:PORT``; wait for that line (or let curl retry)
+before sending requests:
 
-    python examples/gevent_server.py --port 8080 --sites 4
-
-Then, from another shell:
-
+    python examples/gevent_server.py --port 8080 --sites 4 &
+    curl -s --retry-connrefused --retry 30 --retry-delay 1 localhost:8080/health
     curl -s -X POST 'localhost:8080/actions?wait=1' -H 'content-type: application/json' \\
          -d '{"name": "Add", "content": {"a": 2, "b": 3}}'
     curl -s localhost:8080/stats
@@ -39,6 +39,7 @@ if __name__ == "__main__":
 
 # (The imports below follow the monkey-patching above, on purpose.)
 import argparse
+import logging
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -360,7 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.port <= 65535 or args.sites < 1 or args.wait_timeout <= 0:
         parser.error("--port must be 0..65535, --sites >= 1 and --wait-timeout > 0")
     # The application decides where the library's log goes: stderr, beside the
-    # access log, so that stdout carries only the address line.
+    # access log, so that stdout carries only the address line and the summary.
+    # The library logs to the standard library's ``echo_actors.*`` loggers (info and
+    # up shown here); structlog's own loggers (this script's) print to stderr too.
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     try:
         stats = serve(args.port, args.sites, wait_timeout=args.wait_timeout)

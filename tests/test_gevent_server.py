@@ -275,15 +275,19 @@ def test_importing_the_example_patches_nothing() -> None:
 # The example as a script
 
 
-def _read_port(proc: subprocess.Popen[bytes], deadline: float) -> int:
-    """Read the script's stdout until its address line (no sleeping: select on the pipe)."""
+def _read_port(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, bytes]:
+    """Read the script's stdout until its readiness line (no sleeping: select on the pipe).
+
+    The line is printed once the server listens, so a request sent after it is served.
+    Returns the port and the bytes read so far.
+    """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     seen = b""
     while True:
         match = re.search(rb"listening on http://127\.0\.0\.1:(\d+)\r?\n", seen)
         if match:
-            return int(match.group(1))
+            return int(match.group(1)), seen
         ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
         assert ready, f"no address line within {LIMIT} s; stdout so far: {seen!r}"
         chunk = os.read(fd, 4096)
@@ -317,7 +321,7 @@ def test_script_serves_until_signalled(tmp_path: Path, signum: signal.Signals) -
         ) as proc,
     ):
         try:
-            port = _read_port(proc, time.monotonic() + LIMIT)
+            port, first = _read_port(proc, time.monotonic() + LIMIT)
             assert _call(port, "GET", "/health") == (200, {"status": "ok"})
             status, answer = _call(
                 port, "POST", "/actions?wait=1", {"name": "Add", "content": {"a": 2, "b": 3}}
@@ -338,6 +342,9 @@ def test_script_serves_until_signalled(tmp_path: Path, signum: signal.Signals) -
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    log = stderr_path.read_text()
-    assert "sequence_stopped" in log
-    assert "Traceback" not in log
+    # stdout carries the readiness line and the summary only: logs go to stderr.
+    assert (first + out).decode().splitlines() == [
+        f"listening on http://127.0.0.1:{port}",
+        "stopped: completed 2, dead-lettered 0, cancelled 0",
+    ]
+    assert "Traceback" not in stderr_path.read_text()
