@@ -32,7 +32,7 @@ from echo_actors import (
     ValidationError,
     sign,
 )
-from echo_actors.runtime import get_runtime
+from echo_actors.runtime import Runtime, get_runtime
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -461,6 +461,42 @@ def test_shutdown_without_drain_cancels_what_has_not_started(
     assert (stats.cancelled, stats.completed, stats.outstanding) == (10, 1, 0)
     with pytest.raises(RuntimeError):
         sequence.submit(Action("Work", 99))
+
+
+def test_shutdown_without_drain_hands_back_a_blocked_sites_mailbox(
+    every_runtime: Runtime, make_sequence: MakeSequence, spawn: Spawn
+) -> None:
+    """A Site blocked with a full mailbox: what waits in it is cancelled and handed back too."""
+    rt = every_runtime
+    started, gate = rt.event(), rt.event()
+
+    def work(n: int) -> int:
+        if n == 0:
+            started.set()
+            assert gate.wait(LIMIT), "gate never opened"
+        return n
+
+    sequence = make_sequence(_plan(Work=work), sites=1, fate=Fate(mailbox_window=4), runtime=rt)
+    queued = [Action("Work", n) for n in range(1, 7)]
+    first, *futures = sequence.submit_many([Action("Work", 0), *queued])
+    try:
+        assert started.wait(LIMIT)
+        stats = sequence.stats()
+        assert stats.queued > 0 and stats.sites[0].depth > 1  # some in the mailbox, some not
+        stopping = spawn(rt, sequence.shutdown, False, 5.0)
+        with pytest.raises(CancellationError):  # the last one never reached the mailbox
+            futures[-1].get(timeout=LIMIT)
+    finally:
+        gate.set()  # the Site goes on to its mailbox while the shutdown cancels
+    handed_back = stopping.get(timeout=LIMIT)
+    assert first.get(timeout=LIMIT) == 0
+    assert sorted(a.content for a in handed_back) == [1, 2, 3, 4, 5, 6]
+    assert {a.id for a in handed_back} == {a.id for a in queued}
+    for future in futures:
+        with pytest.raises(CancellationError):
+            future.get(timeout=LIMIT)
+    stats = sequence.stats()
+    assert (stats.cancelled, stats.completed, stats.outstanding) == (6, 1, 0)
 
 
 def test_shutdown_with_drain_waits_for_retries_and_delays(

@@ -6,12 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from echo_actors import Action, Plan, Sequence, Signature
+from echo_actors import Action, CrashError, Fate, Plan, Sequence, Signature
 from echo_actors._messages import Done
+from echo_actors.runtime import Runtime
 from echo_actors.supervision import ChildSpec, start_supervisor
 
 pytestmark = pytest.mark.timeout(60)
@@ -109,6 +111,37 @@ def test_supervision_example_runs() -> None:
     assert "counter [worker] running, restarts=1" in after
     assert "fragile [supervisor] running, restarts=1" in after
     assert "site-0 [worker] running, restarts=1" in after
+
+
+def test_a_function_that_always_crashes_its_site_ends_as_a_dead_letter(
+    every_runtime: Runtime, make_sequence: Callable[..., Sequence]
+) -> None:
+    """A poison action crashes its Site on every attempt: each crash counts, then a dead letter."""
+    calls: list[int] = []
+
+    def poison(n: int) -> int:
+        calls.append(n)
+        raise CrashError(f"poison {n}")
+
+    plan = (
+        Plan()
+        .with_signature(Signature("Poison")).with_function("Poison", poison)
+        .with_signature(Signature("Echo")).with_function("Echo", lambda x: x)
+        .build()
+    )
+    fate = Fate(max_attempts=2, backoff_base=0.001, backoff_cap=0.01)
+    sequence = make_sequence(plan, sites=2, fate=fate, runtime=every_runtime)
+    future = sequence.submit(Action("Poison", 7))
+    with pytest.raises(CrashError):
+        future.get(timeout=5.0)
+    assert calls == [7, 7]
+    [letter] = sequence.dead_letters()
+    assert (letter.error_kind, letter.attempts, letter.action.content) == ("crash", 2, 7)
+    assert sequence.submit(Action("Echo", "alive")).get(timeout=5.0) == "alive"
+    assert sequence.join(5.0)
+    stats = sequence.stats()
+    assert (stats.crash_requeued, stats.dead_lettered, stats.completed) == (1, 1, 1)
+    assert sum(site.restarts for site in stats.sites) == 2
 
 
 class _Spare(__import__("pykka").Actor):
