@@ -188,30 +188,38 @@ def test_delayed_action_waits_in_the_sorted_set(productions, make_sequence, clie
 @pytest.mark.timeout(60)
 def test_retry_backoff_goes_through_the_sorted_set(productions, make_sequence, client,
                                                     stream) -> None:
-    """A failed attempt waits its backoff in the sorted set, comes back and completes."""
+    """A failed attempt waits its backoff in the sorted set, comes back and completes.
+
+    The first consumer stops reading (and moving due entries) as its attempt
+    fails, so the retry stays parked until a second consumer starts.
+    """
     calls: Counter[str] = Counter()
     failed = threading.Event()
     done = threading.Event()
+    fate = Fate(backoff_base=0.2, backoff_jitter=0.0)
+    consumer = productions(consumer="retries", fate=fate)
 
     def flaky(content: str) -> str:
         calls[content] += 1
         if calls[content] == 1:
+            consumer.pause()
             failed.set()
             raise RuntimeError("first attempt fails")
         done.set()
         return content
 
     plan = Plan().with_signature(Signature("Flaky")).with_function("Flaky", flaky).build()
-    fate = Fate(backoff_base=1.0, backoff_jitter=0.0)
-    consumer = productions(consumer="retries", fate=fate)
     sequence = make_sequence(plan, consumer, fate=fate)
     productions().assign(Action("Flaky", "x"))
     assert failed.wait(LIMIT)
     wait_until(lambda: client.zcard(consumer.delayed_key) == 1, "the retry in the sorted set")
     assert group_pending(client, stream) == 0  # its entry was acknowledged when parked
+    assert consumer.counts["deferred"] == 1 and not done.is_set()
+    mover = productions(consumer="mover", fate=fate)
+    make_sequence(plan, mover, fate=fate)
     assert done.wait(LIMIT)
     assert calls["x"] == 2
-    assert consumer.counts["deferred"] == 1 and consumer.counts["moved"] == 1
+    assert (consumer.counts["moved"], mover.counts["moved"]) == (0, 1)
     assert sequence.stats().retried == 1
     wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
                "acknowledgements")
@@ -405,7 +413,7 @@ def test_killed_worker_loses_nothing(workers, productions, client, stream) -> No
     assert set(executed) == set(range(n))
     duplicates = len(executed) - n
     # Only actions the killed worker held unacknowledged may have run twice.
-    assert 0 <= duplicates <= held_when_killed
+    assert duplicates <= held_when_killed
     assert held_when_killed > 0
     assert client.xlen(f"{stream}:dead") == 0
     print(f"\nkill test: {n} actions, {duplicates} duplicates "
