@@ -41,7 +41,7 @@ from echo_actors.supervision import SupervisorStartError
 
 LIMIT = 20.0
 FAST = Fate(backoff_base=0.001, backoff_cap=0.01)
-ROUNDS = int(os.environ.get("ECHO_RACE_ROUNDS", "40"))
+ROUNDS = int(os.environ.get("ECHO_RACE_ROUNDS", "200"))
 """Rounds of each thread race (CI's count; set ECHO_RACE_ROUNDS=2000 to hunt longer)."""
 
 
@@ -81,6 +81,8 @@ def _outcome(future: Any, timeout: float = LIMIT) -> str:
         return "cancelled"
     except EchoError:
         return "dead"
+    except pykka.Timeout:
+        return "never ended"
     return "completed"
 
 
@@ -172,24 +174,30 @@ def test_submit_racing_shutdown_strands_nothing(drain: bool, slow: bool) -> None
             production = _SlowTake() if slow else Production()
             sequence = Sequence(_plan(Work=lambda n: n), production, sites=2).start()
             futures: list[Any] = []
-            refused = [0]
+            going = threading.Event()
 
             def submitter(sequence: Sequence = sequence, futures: list[Any] = futures,
-                          refused: list[int] = refused) -> None:
-                for n in range(50):
+                          going: threading.Event = going) -> None:
+                # Until refused: every other action awaited, so the Sequence keeps going
+                # idle (the moment a draining shutdown may stop) while more arrive.
+                for n in range(2_000):
                     try:
-                        futures.append(sequence.submit(Action("Work", n)))
+                        future = sequence.submit(Action("Work", n))
                     except RuntimeError:
-                        refused[0] += 1
+                        return
+                    futures.append(future)
+                    going.set()
+                    if n % 2:
+                        _outcome(future, 5.0)
 
             threads = [threading.Thread(target=submitter) for _ in range(3)]
             for thread in threads:
                 thread.start()
+            going.wait(LIMIT)
             handed_back = sequence.shutdown(drain=drain, timeout=LIMIT)
             for thread in threads:
                 thread.join(LIMIT)
-            outcomes = Counter(_outcome(f) for f in futures)
-            assert len(futures) + refused[0] == 150
+            outcomes = Counter(_outcome(f, 5.0) for f in futures)
             assert outcomes["completed"] + outcomes["cancelled"] == len(futures)
             assert outcomes["cancelled"] == len(handed_back)
             if drain:
