@@ -17,6 +17,7 @@ crashed dispatcher: its successor takes the desk over and reconciles.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import zlib
 from collections import deque
@@ -260,7 +261,7 @@ class Dispatcher(pykka.Actor):
 
     def _pump(self) -> None:
         """Feed every Site an even share of what waits, then let idle Sites steal."""
-        if self._desk.halted:
+        if self._desk.halted or not self._production.pending():
             return
         alive = [slot for slot in self._slots if slot.alive]
         if not alive:
@@ -444,7 +445,7 @@ class Dispatcher(pykka.Actor):
             return
         self._feed(slot, self._window)
         if self._steal and self._idle and slot.stealable():
-            for thief in sorted(self._idle, key=_Slot.__hash__)[:4]:
+            for thief in list(itertools.islice(self._idle, 4)):
                 self._feed(thief, self._window)
 
     def _site_started(self, event: SiteStarted) -> None:
