@@ -32,7 +32,6 @@ from typing import Any
 
 import msgspec
 import pykka
-import structlog
 
 from echo_actors import Action, CrashError, EchoError, Fate, Plan, RetryPolicy, Sequence, Signature
 from echo_actors.life import Life
@@ -357,7 +356,6 @@ def chart_line(report: Report, path: str) -> str:
 
 def quiet_logs() -> None:
     """The application decides what is logged: errors only, pykka's tracebacks hidden."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     logging.getLogger("pykka").setLevel(logging.CRITICAL)
 
 

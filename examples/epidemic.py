@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pykka
-import structlog
 
 from echo_actors import Action, Fate, Plan, Sequence, Signature
 from echo_actors.runtime import Runtime, bind_actor, get_runtime
@@ -257,7 +256,6 @@ def chart_line(report: Report, path: str) -> str:
 
 def quiet_logs() -> None:
     """The application decides what is logged: errors only, pykka's tracebacks hidden."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     logging.getLogger("pykka").setLevel(logging.CRITICAL)
 
 

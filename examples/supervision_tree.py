@@ -13,7 +13,6 @@ import threading
 from typing import Any
 
 import pykka
-import structlog
 
 from echo_actors import Action, CrashError, Plan, Sequence, Signature
 from echo_actors.supervision import ChildInfo, ChildSpec, start_supervisor, supervisor_spec
@@ -45,8 +44,11 @@ def show(title: str, children: list[ChildInfo], depth: int = 0) -> None:
 
 
 def main() -> None:
-    # The application decides what is logged: supervision events, without pykka's tracebacks.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    # The application decides what is logged: the library's supervision events (on
+    # stderr, with their fields), without pykka's tracebacks.
+    logging.basicConfig(format="%(levelname)-8s %(name)s %(message)s",
+                        level=logging.WARNING)
+    logging.getLogger("echo_actors.supervision").setLevel(logging.INFO)
     logging.getLogger("pykka").setLevel(logging.CRITICAL)
     started = threading.Event()
     root = start_supervisor(
