@@ -87,16 +87,38 @@ def _driver() -> Any:
 
 
 def _wait(driver: Any, condition: Any, message: str) -> Any:
+    """Wait for ``condition`` (the page re-renders twice a second: stale elements are retried)."""
+    from selenium.common.exceptions import StaleElementReferenceException  # noqa: PLC0415
     from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
 
-    return WebDriverWait(driver, LIMIT).until(condition, message)
+    return WebDriverWait(driver, LIMIT, ignored_exceptions=[StaleElementReferenceException]
+                         ).until(condition, message)
+
+
+def _read(driver: Any, script: str) -> Any:
+    """Read the page in one go (no element handle outlives a re-render)."""
+    return driver.execute_script(script)
 
 
 def _tile(driver: Any, key: str) -> int:
+    text = _read(driver, f"const b = document.querySelector('#total-{key} b');"
+                         "return b ? b.textContent : '';")
+    return int(text.replace(",", "")) if text not in ("", "-") else -1
+
+
+_SITES = """return [...document.querySelectorAll('.site')].map((row) => ({
+  depth: Number(row.dataset.depth),
+  bars: [...row.querySelectorAll('.bar-mailbox, .bar-backlog')]
+        .map((bar) => bar.getBoundingClientRect().width)}));"""
+_DEAD = """return [...document.querySelectorAll('#dead tr[data-dead]')].map(
+  (row) => [...row.querySelectorAll('td')].map((cell) => cell.textContent));"""
+
+
+def _click(driver: Any, selector: str) -> bool:
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
-    text = driver.find_element(By.CSS_SELECTOR, f"#total-{key} b").text
-    return int(text.replace(",", "")) if text not in ("", "-") else -1
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+    return True
 
 
 def test_the_page_follows_the_work_and_requeues_a_dead_letter(
@@ -108,8 +130,7 @@ def test_the_page_follows_the_work_and_requeues_a_dead_letter(
     driver = _driver()
     try:
         driver.get(board.url)
-        _wait(driver, lambda d: int(d.find_element(By.TAG_NAME, "body")
-                                    .get_attribute("data-updates") or 0) >= 1,
+        _wait(driver, lambda d: int(_read(d, "return document.body.dataset.updates || 0")) >= 1,
               "the page never got figures")
         # One that fails for good, and one with a name made to be markup.
         charge = sequence.submit(Action("Charge", 7))
@@ -120,40 +141,36 @@ def test_the_page_follows_the_work_and_requeues_a_dead_letter(
             hostile.get(timeout=LIMIT)
         # 30 actions held at the gate: the Sites' queues fill, and the bars show it.
         futures = sequence.submit_many([Action("Resize", i) for i in range(30)])
-        _wait(driver, lambda d: sum(int(row.get_attribute("data-depth"))
-                                    for row in d.find_elements(By.CSS_SELECTOR, ".site")) >= 20,
+        _wait(driver, lambda d: sum(row["depth"] for row in _read(d, _SITES)) >= 20,
               "the Site rows never showed the queued actions")
-        widths = [bar.value_of_css_property("width")
-                  for bar in driver.find_elements(By.CSS_SELECTOR, ".bar-mailbox, .bar-backlog")]
-        assert any(float(w.removesuffix("px")) > 0 for w in widths)
-        assert len(driver.find_elements(By.CSS_SELECTOR, ".site")) == 3
+        sites = _read(driver, _SITES)
+        assert len(sites) == 3
+        assert any(width > 0 for row in sites for width in row["bars"])  # bars drawn
         plan_work.gate.set()
         for future in futures:
             future.get(timeout=LIMIT)
         _wait(driver, lambda d: _tile(d, "completed") == 30, "completed never reached 30")
         _wait(driver, lambda d: _tile(d, "dead_lettered") == 2, "dead letters not shown")
-        rows = driver.find_elements(By.CSS_SELECTOR, "#dead tr[data-dead]")
+        rows = _read(driver, _DEAD)
         assert len(rows) == 2
         # The hostile name is text in a cell: no element was made of it, nothing ran.
-        names = [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows]
-        assert HOSTILE in names
+        assert HOSTILE in [cells[1] for cells in rows]
         assert driver.find_elements(By.CSS_SELECTOR, "#dead img") == []
         assert driver.execute_script("return window.pwned === undefined")
-        messages = [row.find_elements(By.TAG_NAME, "td")[3].text for row in rows]
-        assert any("card <declined> & refused" in m for m in messages)
+        assert any("card <declined> & refused" in cells[3] for cells in rows)
         driver.save_screenshot(str(tmp_path / "dashboard.png"))
         if os.environ.get("ECHO_SCREENSHOT"):
             driver.save_screenshot(str(ROOT / "docs" / "img" / "dashboard.png"))
         # Requeue the Charge from the page: it runs again, completes, and leaves the list.
         charge_id = next(d.action.id for d in sequence.dead_letters() if d.action.name == "Charge")
         plan_work.healed.set()
-        driver.find_element(By.CSS_SELECTOR, f'button.requeue[data-id="{charge_id}"]').click()
+        _wait(driver, lambda d: _click(d, f'button.requeue[data-id="{charge_id}"]'),
+              "no Requeue button for the dead letter")
         _wait(driver, lambda d: _tile(d, "completed") == 31,
               "the requeued action never completed")
         assert sequence.stats().completed == 31
         assert [d.action.name for d in sequence.dead_letters()] == [HOSTILE]
-        _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#dead tr[data-dead]")) == 1,
-              "the requeued letter stayed in the list")
+        _wait(driver, lambda d: len(_read(d, _DEAD)) == 1, "the requeued letter stayed in the list")
         # Another origin's page, even holding the token, cannot requeue.
         other = _other_origin_page()
         try:

@@ -24,8 +24,8 @@ heartbeat keeps claims on running entries fresh. ``Action.id`` is the
 idempotency key: it survives retries, redelivery, requeues and moves through
 the sorted set, so a function with side effects can record the ids it has done.
 
-Wire format (``FORMAT_VERSION`` 1): a MessagePack array ``[version, attempt,
-action, admission]``. ``attempt`` and ``admission`` are the workers'
+Wire format (``FORMAT_VERSION`` 2, which added ``Action.trace``): a MessagePack
+array ``[version, attempt, action, admission]``. ``attempt`` and ``admission`` are the workers'
 bookkeeping: :meth:`RedisProduction.assign` always writes 1 and ``""``, so
 what a submitter puts in ``Action.attempt`` never counts; a worker that parks
 a retry or gives an entry back writes the attempt it counted and the
@@ -82,7 +82,7 @@ __all__ = [
     "StoredDeadLetter",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The version of the wire format this module writes (see the module's docstring)."""
 
 _log = get_logger("echo_actors.redis")
