@@ -56,7 +56,7 @@ def main() -> None:
     throughput(2000, "off")  # warm up
     for run in range(1, args.runs + 1):
         figures: dict[str, list[float]] = {"off": [], "metrics": [], "tracing": []}
-        for _ in range(3):  # interleaved, so drift hits all three alike
+        for _ in range(5):  # interleaved, so drift hits all three alike
             for mode, values in figures.items():
                 values.append(throughput(args.actions, mode))
         off = statistics.median(figures["off"])

@@ -89,8 +89,8 @@ def inject(action: Action) -> Action:
 
 def step(action: Action, site: Site, call_next: Next) -> Any:
     """A pipeline step: the rest of the attempt inside a span (see the module)."""
-    if trace is None:
-        return call_next(action)
+    if trace is None or (_FAST and trace._TRACER_PROVIDER is None):
+        return call_next(action)  # not installed, or nothing configured: no span
     tracer = _tracer()
     if tracer is None:
         return call_next(action)
