@@ -16,7 +16,7 @@ import threading
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable
-from time import perf_counter, time
+from time import time
 from typing import TYPE_CHECKING, Any
 
 from echo_actors.action import Action
@@ -130,16 +130,21 @@ class Recorder:
             entry = entries.get(name)
             if entry is None:
                 entry = entries[name] = _Entry()
+        started = time()  # one clock for both: wall time, as created_at is
         if action.attempt == 1:  # later attempts waited for a backoff too: not queue time
-            waited = time() - action.created_at
+            waited = started - action.created_at
             wait = entry.wait
-            wait.counts[bisect_left(BOUNDS, waited) if waited > 0 else 0] += 1
-            wait.total += max(0.0, waited)
-        started = perf_counter()
+            if waited > 0:
+                wait.counts[bisect_left(BOUNDS, waited)] += 1
+                wait.total += waited
+            else:  # the clock stepped back: counted as no wait
+                wait.counts[0] += 1
         try:
             result = call_next(action)
         finally:
-            elapsed = perf_counter() - started
+            elapsed = time() - started
+            if elapsed < 0:
+                elapsed = 0.0
             run = entry.run
             run.counts[bisect_left(BOUNDS, elapsed)] += 1  # Timing.add, inlined: hot path
             run.total += elapsed
