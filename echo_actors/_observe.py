@@ -82,12 +82,13 @@ class Timing:
 class _Entry:
     """One name's figures on one Site: written by that Site only."""
 
-    __slots__ = ("completed", "run", "wait")
+    __slots__ = ("completed", "run", "seen", "wait")
 
     def __init__(self) -> None:
         self.run = Timing()
         self.wait = Timing()
         self.completed = 0
+        self.seen = 0  # attempts started: every ``sample``-th is timed
 
 
 class Recorder:
@@ -96,10 +97,16 @@ class Recorder:
     Completions, the hot path, are counted by :meth:`step` in the Site's own
     entry (an attempt whose pipeline returned is settled as completed, exactly
     once); the rarer endings (retried, dead-lettered, cancelled...) by
-    :meth:`on_end` under a lock.
+    :meth:`on_end` under a lock. Counts are exact; timings are of one attempt
+    in ``sample`` per Site and name (reading two clocks costs more than a no-op
+    action: with ``sample=1`` every attempt is timed, at about 15 % of a no-op
+    action's throughput).
     """
 
-    def __init__(self, known: Iterable[str]) -> None:
+    def __init__(self, known: Iterable[str], sample: int = 1) -> None:
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+            raise ValueError(f"sample must be a positive int, not {sample!r}")
+        self.sample = sample
         self.known = frozenset(known)
         self._lock = threading.Lock()
         self._outcomes: dict[tuple[str, str], int] = {}
@@ -130,6 +137,12 @@ class Recorder:
             entry = entries.get(name)
             if entry is None:
                 entry = entries[name] = _Entry()
+        seen = entry.seen
+        entry.seen = seen + 1
+        if seen % self.sample:  # not timed this time: only counted
+            result = call_next(action)
+            entry.completed += 1
+            return result
         started = time()  # one clock for both: wall time, as created_at is
         if action.attempt == 1:  # later attempts waited for a backoff too: not queue time
             waited = started - action.created_at
@@ -178,8 +191,11 @@ _attached: weakref.WeakKeyDictionary[Sequence, Recorder] = weakref.WeakKeyDictio
 _attach_lock = threading.Lock()
 
 
-def attach(sequence: Sequence) -> Recorder:
+def attach(sequence: Sequence, sample: int = 1) -> Recorder:
     """The Recorder of ``sequence``, made and wired in the first time (before it starts).
+
+    ``sample``: time one attempt in this many (per Site and name); the first
+    call's choice holds.
 
     Raises:
         RuntimeError: ``sequence`` started without one (its pipeline is fixed by then).
@@ -193,7 +209,7 @@ def attach(sequence: Sequence) -> Recorder:
                 "register metrics or the dashboard before the Sequence starts: its "
                 "pipeline is built when it starts"
             )
-        recorder = Recorder(sequence.plan.names())
+        recorder = Recorder(sequence.plan.names(), sample)
         previous = sequence.on_end
         if previous is None:
             sequence.on_end = recorder.on_end

@@ -18,7 +18,9 @@ Metric names (every one with a ``sequence`` label, the Sequence's ``name``):
 - ``echo_actions_{completed,retried,crash_requeued,dead_lettered,cancelled}_total``
   by ``name`` (names the Plan does not know count as ``unknown``)
 - ``echo_action_run_seconds`` and ``echo_action_queue_wait_seconds``
-  (histograms by ``name``; the wait of first attempts only)
+  (histograms by ``name``; the wait of first attempts only; one attempt in
+  ``sample`` per Site and name, 4 by default: their ``_count`` is of the timed
+  attempts, use the ``_total`` counters for throughput)
 - by ``site``: ``echo_site_depth``, ``echo_site_mailbox``, ``echo_site_backlog``,
   ``echo_site_processed_total``, ``echo_site_steals_total``,
   ``echo_site_restarts_total``, ``echo_site_alive``
@@ -154,19 +156,22 @@ def _histogram(core: Any, name: str, doc: str, seq: str, timings: dict[str, Timi
     return family
 
 
-def register(sequence: Sequence, registry: Any = None) -> SequenceCollector:
+def register(sequence: Sequence, registry: Any = None, *, sample: int = 4) -> SequenceCollector:
     """Collect ``sequence``'s metrics into ``registry`` (default: prometheus_client's).
 
     Call it before the Sequence starts (the timings are a pipeline step).
-    Registering the same Sequence twice returns a new collector over the same
-    figures; register it in one registry once.
+    Counts are exact; the run-time and queue-wait histograms time one attempt
+    in ``sample`` per Site and action name (``sample=1``: every attempt, at
+    about 15 % of a no-op action's throughput; with 4, about 4 %). Registering
+    the same Sequence twice returns a new collector over the same figures;
+    register it in one registry once.
 
     Raises:
         ImportError: prometheus_client is not installed (the ``metrics`` extra).
         RuntimeError: the Sequence already started.
     """
     prometheus_client, _ = _prometheus()
-    recorder = attach(sequence)
+    recorder = attach(sequence, sample)
     collector = SequenceCollector(sequence, recorder)
     target = registry if registry is not None else prometheus_client.REGISTRY
     target.register(collector)

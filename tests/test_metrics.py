@@ -70,7 +70,7 @@ def test_counts_by_name_after_a_known_workload() -> None:
     registry = CollectorRegistry()
     fate = Fate(max_attempts=2, backoff_base=0.001, backoff_cap=0.002)
     sequence = Sequence(shop.plan, sites=1, fate=fate, name="shop")
-    metrics.register(sequence, registry)
+    metrics.register(sequence, registry, sample=1)
 
     def explode(*_: Any) -> None:
         raise RuntimeError("hook says no")
@@ -163,3 +163,20 @@ def test_register_after_start_is_refused_and_serve_answers_on_loopback() -> None
             server.shutdown()
             server.server_close()
     assert 'echo_actions_completed_total{name="Ok",sequence="shop"} 1.0' in text
+
+
+def test_timings_sample_one_attempt_in_n_and_counts_stay_exact() -> None:
+    shop = Shop()
+    registry = CollectorRegistry()
+    sequence = Sequence(shop.plan, sites=1, name="shop")
+    metrics.register(sequence, registry, sample=4)
+    with sequence:
+        for future in sequence.submit_many([Action("Ok", i) for i in range(22)]):
+            future.get(timeout=LIMIT)
+        samples = _samples(registry)
+    assert _value(samples, "echo_actions_completed_total", name="Ok") == 22
+    # Attempts 0, 4, 8, 12, 16, 20 of the one Site were timed.
+    assert _value(samples, "echo_action_run_seconds_count", name="Ok") == 6
+    assert _value(samples, "echo_action_queue_wait_seconds_count", name="Ok") == 6
+    with pytest.raises(ValueError, match="sample"):
+        metrics.register(Sequence(shop.plan), registry, sample=0)
