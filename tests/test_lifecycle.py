@@ -17,6 +17,7 @@ from typing import Any
 
 import pykka
 import pytest
+import structlog
 
 from echo_actors import (
     Action,
@@ -254,13 +255,20 @@ class _Broken(logging.Handler):
         return True
 
 
+def _closed_pipe(*_args: Any) -> Any:
+    raise BrokenPipeError("the stream is closed")
+
+
 def test_logging_that_raises_strands_nothing(made: list[Sequence]) -> None:
-    """A log handler that raises on every record: retries, dead letters and crashes all end."""
+    """Logging that raises on every event (a stdlib handler, and structlog's global
+    pipeline too): retries, dead letters and crashes all end, join() returns."""
     logger = logging.getLogger("echo_actors")
     handler = _Broken(level=logging.DEBUG)
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    saved = structlog.get_config()
+    structlog.configure(processors=[_closed_pipe])
     tries: Counter[int] = Counter()
 
     def flaky(n: int) -> int:
@@ -282,6 +290,7 @@ def test_logging_that_raises_strands_nothing(made: list[Sequence]) -> None:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        structlog.configure(**saved)
 
 
 # 6. Ordered keys keep their order through retries and crash requeues.
