@@ -67,6 +67,9 @@ class Settler:
         self.cancelling = False
         self.cancelled_because = "cancelled"
         self.handed_back: list[Ticket] = []
+        self.observe: Callable[[str, Any], None] | None = None
+        """Told ``(outcome, action)`` at each ending (completed, retried, crash_requeued,
+        dead_lettered, cancelled): for metrics; quick, and never raising."""
         self._post = post
         self._random = random
         self._waiting: dict[Ticket, TimerHandle] = {}
@@ -203,6 +206,8 @@ class Settler:
             tally.acks.append(ticket)
         _resolve(ticket, result)
         action = ticket.action
+        if self.observe is not None:
+            self.observe(COMPLETED, action)
         if ticket.holds_key and action.key is not None:
             self._post(KeyFree(action.key))
         following = action.next
@@ -218,6 +223,8 @@ class Settler:
     def _cancelled(self, ticket: Ticket, tally: Tally) -> None:
         tally.cancelled += 1
         action = ticket.action
+        if self.observe is not None:
+            self.observe(CANCELLED, action)
         exc = CancellationError(f"action {action.id} ({action.name}) {self.cancelled_because}")
         _fail_future(ticket, exc)
         if ticket.holds_key and action.key is not None and not self.cancelling:
@@ -250,6 +257,8 @@ class Settler:
         policy = self._policy(action.name, fate)
         if exc.retryable and action.attempt < policy.max_attempts:
             again = ticket.again(action.replace(attempt=action.attempt + 1))
+            if self.observe is not None:
+                self.observe("crash_requeued" if crashed else "retried", action)
             if crashed:
                 self.ledger.count("crash_requeued")
                 if again.holds_key:
@@ -264,6 +273,8 @@ class Settler:
             self._wait(delay, again, local=again.holds_key)
             return
         tally.dead += 1
+        if self.observe is not None:
+            self.observe("dead_lettered", action)
         letter = DeadLetter(
             action=action,
             error_kind=error_kind(exc),

@@ -48,6 +48,8 @@ _PRINTABLE_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]*\\Z"
 
 Name = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH, pattern=_PRINTABLE_PATTERN)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_ID_LENGTH)]
+_TraceKey = Annotated[str, msgspec.Meta(max_length=64)]
+_TraceValue = Annotated[str, msgspec.Meta(max_length=512)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=_FLOAT_MAX)]  # finite: inf and NaN refused
 
 # Random bytes are drawn from the OS in blocks (one system call per 1024 ids), as hex.
@@ -99,6 +101,11 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fie
     ``delay``, ``hooks``, ``after``, ``next``, ``license``, ``key``,
     ``ordered`` and ``id`` (the idempotency key); ``attempt`` and
     ``created_at`` are the system's, reset when an action is admitted.
+
+    ``trace`` carries a tracing context (W3C ``traceparent``/``tracestate``,
+    see :mod:`echo_actors.tracing`) from hop to hop. It is rewritten at every
+    hop, so a license does not cover it: it says where a span belongs, never
+    what runs, and a forged one can only mislabel a trace.
     """
 
     name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
@@ -114,6 +121,7 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fie
     ordered: bool = False
     id: Id = msgspec.field(default_factory=new_id)
     created_at: Seconds = msgspec.field(default_factory=time.time)
+    trace: Annotated[dict[_TraceKey, _TraceValue], msgspec.Meta(max_length=8)] = {}
 
     def __post_init__(self) -> None:
         # Decoding checks the annotations; these checks hold for actions built in Python too.

@@ -10,7 +10,8 @@ controls: ``name``, ``content``, ``metadata``, ``delay``, ``hooks``,
 chained action carries a license of its own (:func:`sign` signs the whole
 chain), so the head's license covers the chain down to its last action.
 ``attempt`` and ``created_at`` are the system's (reset on admission) and are
-not signed.
+not signed; neither is ``trace``, the tracing context rewritten at every hop
+(a forged one can only put a span in the wrong trace, never change what runs).
 
 What it protects: forgery and tampering (without a key no valid license can
 be made), re-aiming (the name is signed), replay (with a nonce store, a

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, cast
 
@@ -162,6 +162,11 @@ class Sequence:
         self._exit_hook: MainExitHandle | None = None
         self.failure: BaseException | None = None
         """Why the Sequence failed (its supervisor gave up), or None."""
+        self.on_end: Callable[[str, Action], None] | None = None
+        """Told ``(outcome, action)`` at every attempt's end (``"completed"``,
+        ``"retried"``, ``"crash_requeued"``, ``"dead_lettered"``, ``"cancelled"``), from
+        any thread: for metrics (:mod:`echo_actors.metrics`). Set before :meth:`start`;
+        it must be quick and must not raise."""
 
     # Lifecycle
 
@@ -206,6 +211,7 @@ class Sequence:
         settler = Settler(self.plan, self.production, ledger, scheduler,
                           runtime.random("settler"), desk.post)
         desk.settler = settler
+        settler.observe = self.on_end
         context = SiteContext(self.plan, self.life, runtime, settler, desk, self.steps)
         self._run = _Running(ledger, settler, desk, context)
         # Bound first, so that what was assigned before the start is counted before it runs.

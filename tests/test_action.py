@@ -328,7 +328,7 @@ def test_unknown_fields_are_refused_naming_them(format: str) -> None:
 @pytest.mark.parametrize("format", FORMATS)
 def test_lenient_decoding_drops_unknown_fields(format: str) -> None:
     """strict=False (data from a newer version) drops unknown fields along the chain."""
-    raw = {"name": "A", "later": 1, "next": {"name": "B", "trace": "x", "content": 2}}
+    raw = {"name": "A", "later": 1, "next": {"name": "B", "ornament": "x", "content": 2}}
     action = Action.decode(_encode_raw(raw, format), format, strict=False)  # type: ignore[arg-type]
     assert action.name == "A" and action.next is not None
     assert (action.next.name, action.next.content) == ("B", 2)

@@ -283,7 +283,7 @@ def test_console_script_runs_the_quickstart() -> None:
     "args",
     [["--help"], ["run", "--help"], ["worker", "--help"], ["submit", "--help"],
      ["dead-letters", "--help"], ["dead-letters", "list", "--help"],
-     ["dead-letters", "requeue", "--help"], ["stats", "--help"]],
+     ["dead-letters", "requeue", "--help"], ["stats", "--help"], ["dashboard", "--help"]],
     ids=lambda args: "-".join(args[:-1]) or "top",
 )
 def test_help_shows_examples_and_exit_codes(cli: Run, args: list[str]) -> None:

@@ -320,11 +320,11 @@ def test_wire_envelope_round_trip_and_versions() -> None:
     action = Action("A", 1)
     decoded, attempt, admission = _decode_wire(_encode_wire(action, 3, "1-0"), 1 << 20, 64)
     assert (decoded, attempt, admission) == (action, 3, "1-0")
-    raw = {"name": "A", "trace": "t"}
+    raw = {"name": "A", "ornament": "t"}
     newer = msgspec.msgpack.encode([FORMAT_VERSION + 1, 1, raw, "", "a field of v2"])
     assert _decode_wire(newer, 1 << 20, 64)[0].name == "A"
     same = msgspec.msgpack.encode([FORMAT_VERSION, 1, raw, ""])
-    with pytest.raises(DecodeError, match="trace"):
+    with pytest.raises(DecodeError, match="ornament"):
         _decode_wire(same, 1 << 20, 64)
     legacy = msgspec.msgpack.encode({"name": "A", "attempt": 99})
     assert _decode_wire(legacy, 1 << 20, 64)[1:] == (1, "")
@@ -511,7 +511,7 @@ def test_redis_unknown_fields_typo_refused_newer_version_tolerated(productions, 
     """Same-version entry with an unknown field: dead letter naming it; a newer one runs."""
     runs = Runs(expected=1)
     consumer = productions()
-    raw = {"name": "Job", "content": "new", "trace": "abc"}
+    raw = {"name": "Job", "content": "new", "ornament": "abc"}
     client.xadd(consumer.stream, {"a": msgspec.msgpack.encode([FORMAT_VERSION, 1, raw, ""])})
     client.xadd(consumer.stream,
                 {"a": msgspec.msgpack.encode([FORMAT_VERSION + 1, 1, raw, "", "later"])})
@@ -519,7 +519,7 @@ def test_redis_unknown_fields_typo_refused_newer_version_tolerated(productions, 
     assert runs.done.wait(LIMIT)
     wait_until(lambda: len(consumer.dead_letters()) == 1, "the dead letter")
     [letter] = consumer.dead_letters()
-    assert letter.error_kind == "decode" and "trace" in letter.message
+    assert letter.error_kind == "decode" and "ornament" in letter.message
     assert runs.seen == ["new"]
 
 

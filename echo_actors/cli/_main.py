@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import IO
 
 from echo_actors import __version__
-from echo_actors.cli import _admin, _run, _submit, _worker
+from echo_actors.cli import _admin, _dashboard, _run, _submit, _worker
 from echo_actors.cli._common import EXIT_CODES, CommandError, Exit, HelpFormatter
 from echo_actors.cli._output import LEVELS, configure_logging, silence
 
@@ -30,6 +30,7 @@ examples:
   echo-actors submit examples/actions.jsonl
   echo-actors stats
   echo-actors dead-letters list
+  echo-actors dashboard
 
 configuration: Fate settings come from --config TOML, then ECHO_* variables
 (ECHO_MAX_ATTEMPTS=5, ECHO_LICENSE_KEYS=new,old), then the command's options.
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _worker.add_command(commands, [common])
     _submit.add_command(commands, [common])
     _admin.add_commands(commands, [common])
+    _dashboard.add_command(commands, [common])
     return parser
 
 

@@ -20,6 +20,7 @@ from echo_actors.cli._common import (
     positive_seconds,
 )
 from echo_actors.cli._input import BadLines, open_input, read_actions
+from echo_actors.cli._observe import add_observe_options, observe, steps
 from echo_actors.cli._plans import load_plan
 from echo_actors.cli._progress import Progress
 from echo_actors.cli._signals import Stopping
@@ -97,6 +98,7 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.add_argument("--progress-every", type=positive_seconds, default=10.0, metavar="SECONDS",
                      help="seconds between progress lines when stderr is not a terminal "
                      "(default: 10)")
+    add_observe_options(run, dashboard=True)
     run.set_defaults(command=command)
 
 
@@ -132,7 +134,8 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             print("\necho-actors: interrupted again: leaving without waiting for the "
                   "running actions", file=err, flush=True)
 
-        sequence = Sequence(plan, fate=fate)
+        sequence = Sequence(plan, fate=fate, steps=steps(args))
+        unobserve = observe(args, sequence, err)
         progress = Progress(err, "off", args.progress_every)
         closed = False
         started = time.perf_counter()
@@ -167,6 +170,7 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 sequence.shutdown(drain=False)  # idle unless stopped early: cancels the rest
             elapsed = time.perf_counter() - started
             if closed:
+                unobserve()
                 return Exit.CLOSED
             stats = sequence.stats()
             progress.close(stats.completed + stats.dead_lettered,
@@ -186,9 +190,21 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         interrupted=interrupted, dead_letters=rows,
     )
     _report(args, summary, bad, out, err)
+    if args.dashboard and not interrupted:
+        _linger(err)
+    unobserve()
     if interrupted:
         return Exit.INTERRUPTED
     return Exit.FAILED if bad or summary.dead_lettered else Exit.OK
+
+
+def _linger(err: IO[str]) -> None:
+    """Keep the dashboard open after the run, until Ctrl-C or SIGTERM."""
+    print("echo-actors: the run ended; the dashboard stays open (Ctrl-C to close)",
+          file=err, flush=True)
+    with Stopping() as stopping:
+        while not stopping.requested.wait(1.0):  # timed: signal handlers run between
+            pass
 
 
 def _show(progress: Progress, sequence: Sequence, expected: int) -> None:

@@ -18,6 +18,7 @@ from echo_actors.cli._common import (
     load_fate,
     positive_seconds,
 )
+from echo_actors.cli._observe import add_observe_options, observe, steps
 from echo_actors.cli._plans import load_plan
 from echo_actors.cli._redis import add_stream_options, open_production
 from echo_actors.cli._signals import Stopping
@@ -69,6 +70,7 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
                      help="idle time before others claim a silent worker's entries (default: 30)")
     run.add_argument("--grace", type=positive_seconds, metavar="SECONDS",
                      help="on a stop, most seconds to wait for running actions (default: all)")
+    add_observe_options(run, dashboard=False)
     run.set_defaults(command=command, prepare=prepare)
 
 
@@ -108,7 +110,8 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     started = time.perf_counter()
     try:
-        sequence = Sequence(plan, production=production, fate=fate)
+        sequence = Sequence(plan, production=production, fate=fate, steps=steps(args))
+        unobserve = observe(args, sequence, err)
     except BaseException:
         production.close()
         raise
@@ -126,6 +129,7 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         finally:
             production.pause()
             handed_back = sequence.shutdown(drain=False, timeout=args.grace)  # idempotent
+            unobserve()
             production.close()
     if closed:
         return Exit.CLOSED

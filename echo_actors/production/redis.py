@@ -24,8 +24,8 @@ heartbeat keeps claims on running entries fresh. ``Action.id`` is the
 idempotency key: it survives retries, redelivery, requeues and moves through
 the sorted set, so a function with side effects can record the ids it has done.
 
-Wire format (``FORMAT_VERSION`` 1): a MessagePack array ``[version, attempt,
-action, admission]``. ``attempt`` and ``admission`` are the workers'
+Wire format (``FORMAT_VERSION`` 2, which added ``Action.trace``): a MessagePack
+array ``[version, attempt, action, admission]``. ``attempt`` and ``admission`` are the workers'
 bookkeeping: :meth:`RedisProduction.assign` always writes 1 and ``""``, so
 what a submitter puts in ``Action.attempt`` never counts; a worker that parks
 a retry or gives an entry back writes the attempt it counted and the
@@ -82,7 +82,7 @@ __all__ = [
     "StoredDeadLetter",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The version of the wire format this module writes (see the module's docstring)."""
 
 _log = get_logger("echo_actors.redis")
@@ -134,6 +134,10 @@ class RedisStats(msgspec.Struct, frozen=True):
     consumers: list[ConsumerStats]
     delayed: int
     dead_letters: int
+    lag: int | None = None
+    """Entries the group has not read yet (None when the server does not say: before 7.0)."""
+    entries_read: int | None = None
+    """Entries the group has read so far (None before Redis 7.0): with ``pending``, a rate."""
 
 
 class AssignError(ValidationError):
@@ -1094,10 +1098,20 @@ class RedisProduction(Production):
                 ))
         except redis.ResponseError:  # no stream or no group yet
             pass
+        lag: int | None = None
+        read: int | None = None
+        try:
+            for row in self._client.xinfo_groups(self.stream):
+                if _text(row["name"]) == self.group:
+                    lag = None if row.get("lag") is None else int(row["lag"])
+                    read = None if row.get("entries-read") is None else int(row["entries-read"])
+        except redis.ResponseError:
+            pass
         return RedisStats(
             stream=self.stream, group=self.group, length=int(length),
             pending=sum(c.pending for c in consumers), consumers=consumers,
-            delayed=int(delayed), dead_letters=int(dead),
+            delayed=int(delayed), dead_letters=int(dead), lag=lag,
+            entries_read=read,
         )
 
     def dead_letters(self, limit: int | None = None) -> list[StoredDeadLetter]:
