@@ -20,6 +20,7 @@ from echo_actors._ledger import Ledger
 from echo_actors._logging import get_logger
 from echo_actors._messages import KeyFree, Requeue
 from echo_actors._ticket import ENDED, RUNNING, Ticket, _claims
+from echo_actors.action import Action
 from echo_actors.dead_letter import DeadLetter
 from echo_actors.errors import CancellationError, CrashError, EchoError, ExecutionError, error_kind
 from echo_actors.fate import Fate
@@ -207,7 +208,7 @@ class Settler:
         _resolve(ticket, result)
         action = ticket.action
         if self.observe is not None:
-            self.observe(COMPLETED, action)
+            self._seen(COMPLETED, action)
         if ticket.holds_key and action.key is not None:
             self._post(KeyFree(action.key))
         following = action.next
@@ -224,7 +225,7 @@ class Settler:
         tally.cancelled += 1
         action = ticket.action
         if self.observe is not None:
-            self.observe(CANCELLED, action)
+            self._seen(CANCELLED, action)
         exc = CancellationError(f"action {action.id} ({action.name}) {self.cancelled_because}")
         _fail_future(ticket, exc)
         if ticket.holds_key and action.key is not None and not self.cancelling:
@@ -234,6 +235,11 @@ class Settler:
         finally:
             with self._lock:
                 self.handed_back.append(ticket)
+
+    def _seen(self, outcome: str, action: Action) -> None:
+        assert self.observe is not None
+        with contextlib.suppress(Exception):  # an observer's bug never breaks the books
+            self.observe(outcome, action)
 
     def _policy(self, name: str, fate: Fate | None) -> RetryPolicy:
         signature = self.plan.signature(name)
@@ -258,7 +264,7 @@ class Settler:
         if exc.retryable and action.attempt < policy.max_attempts:
             again = ticket.again(action.replace(attempt=action.attempt + 1))
             if self.observe is not None:
-                self.observe("crash_requeued" if crashed else "retried", action)
+                self._seen("crash_requeued" if crashed else "retried", action)
             if crashed:
                 self.ledger.count("crash_requeued")
                 if again.holds_key:
@@ -274,7 +280,7 @@ class Settler:
             return
         tally.dead += 1
         if self.observe is not None:
-            self.observe("dead_lettered", action)
+            self._seen("dead_lettered", action)
         letter = DeadLetter(
             action=action,
             error_kind=error_kind(exc),
