@@ -214,7 +214,6 @@ class Dispatcher(pykka.Actor):
             Done: self._done, SiteStarted: self._site_started, SiteExited: self._site_exited,
             Requeue: self._requeue, KeyFree: self._key_free, HandBack: self._hand_back,
             Granted: self._granted,
-            Wake: lambda _event: None,
         }
 
     def on_start(self) -> None:
@@ -229,6 +228,8 @@ class Dispatcher(pykka.Actor):
         self._idle = {s for s in self._slots if s.alive and not s.inflight}
         desk.signalled = False
         self._drain()
+        for slot in self._slots:  # an event lost with the predecessor may have left one idle
+            self._feed(slot, self._window)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Wake):

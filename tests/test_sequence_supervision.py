@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from echo_actors import Action, CrashError, Fate, Plan, Production, Sequence, Signature
+from echo_actors import Action, CrashError, Fate, Plan, Production, Sequence, Signature, Site
 from echo_actors.runtime import Event, Runtime
 from echo_actors.supervision import ChildInfo, ChildSpec, start_supervisor
 
@@ -156,7 +156,16 @@ def test_a_function_that_always_crashes_its_site_ends_as_a_dead_letter(
         .build()
     )
     fate = Fate(max_attempts=2, backoff_base=0.001, backoff_cap=0.01)
-    sequence = make_sequence(plan, sites=2, fate=fate, runtime=every_runtime)
+    restarted, starts = every_runtime.event(), [0]
+
+    class Counted(Site):
+        def on_start(self) -> None:
+            super().on_start()
+            starts[0] += 1
+            if starts[0] == 4:  # two Sites, each started once more after its crash
+                restarted.set()
+
+    sequence = make_sequence(plan, site=Counted, sites=2, fate=fate, runtime=every_runtime)
     future = sequence.submit(Action("Poison", 7))
     with pytest.raises(CrashError):
         future.get(timeout=5.0)
@@ -165,6 +174,9 @@ def test_a_function_that_always_crashes_its_site_ends_as_a_dead_letter(
     assert (letter.error_kind, letter.attempts, letter.action.content) == ("crash", 2, 7)
     assert sequence.submit(Action("Echo", "alive")).get(timeout=5.0) == "alive"
     assert sequence.join(5.0)
+    # The last crash ends its action before its Site's exit reaches the dispatcher, which
+    # counts restarts: wait until both crashed Sites started again, then read.
+    assert restarted.wait(5.0)
     stats = sequence.stats()
     assert (stats.crash_requeued, stats.dead_lettered, stats.completed) == (1, 1, 1)
     assert sum(site.restarts for site in stats.sites) == 2
