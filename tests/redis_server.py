@@ -53,10 +53,16 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process on 127.0.0.1, without persistence; ``url`` once started."""
+    """One redis-server process on 127.0.0.1; ``url`` once started.
 
-    def __init__(self, start_timeout: float = 10.0) -> None:
+    Without persistence by default; ``persistent=True`` turns the append-only
+    file on with ``appendfsync always``, so that :meth:`kill_and_restart` (kill -9,
+    then a new server on the same port and directory) loses nothing written.
+    """
+
+    def __init__(self, start_timeout: float = 10.0, persistent: bool = False) -> None:
         self.start_timeout = start_timeout
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -79,17 +85,35 @@ class RedisServer:
         self._dir = tempfile.TemporaryDirectory(prefix="echo-redis-")
         for _ in range(3):  # a free port can be taken between the check and the bind
             self.port = _free_port()
-            self.process = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self._dir.name, "--daemonize", "no",
-                 "--loglevel", "warning"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready():
+            if self._launch(binary):
                 return self
             self._kill()
         self.stop()
         raise RuntimeError("redis-server did not start on a free loopback port")
+
+    def _launch(self, binary: str) -> bool:
+        assert self._dir is not None
+        persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
+                       else ["--appendonly", "no"])
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             *persistence, "--dir", self._dir.name, "--daemonize", "no",
+             "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        return self._wait_ready()
+
+    def kill_and_restart(self) -> None:
+        """kill -9 the server, then start it again on the same port and directory.
+
+        Raises:
+            RuntimeError: it did not come back.
+        """
+        binary = server_binary()
+        assert binary is not None
+        self._kill()
+        if not self._launch(binary):
+            raise RuntimeError(f"redis-server did not restart on port {self.port}")
 
     def _wait_ready(self) -> bool:
         """Poll PING (a bounded wait on another process) until it answers or the server exits."""

@@ -32,7 +32,13 @@ was parked for a delay. Several workers on several machines share the stream.
 SIGTERM or Ctrl-C: stop reading, give the actions read but not started back to
 the stream, let the running ones finish and be acknowledged, print a summary and
 exit (0 for SIGTERM, 130 for Ctrl-C). A second signal leaves at once: what was
-running is redelivered to other workers after the visibility timeout."""
+running is redelivered to other workers after the visibility timeout.
+
+A worker that cannot go on (its Redis reader or writer thread died of an error
+that is not a Redis outage, or its Sequence failed) gives back what it has not
+started and exits 1 with the error, so that systemd, supervisord or Kubernetes
+restart it. A Redis outage is waited out: reconnects with a backoff, logging a
+warning each time."""
 
 EPILOG = f"""\
 examples:
@@ -99,7 +105,7 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     plan = load_plan(args.plan)
     production = open_production(
         args, fate, consumer=args.consumer, batch=args.batch, read_ahead=args.read_ahead,
-        visibility_timeout=args.visibility_timeout,
+        visibility_timeout=args.visibility_timeout, sites=fate.sites,
     )
 
     def hurry(_signum: int) -> None:
@@ -113,14 +119,17 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         production.close()
         raise
     closed = False
+    failure: BaseException | None = None
     with Stopping(hurry=hurry) as stopping:
         try:
             sequence.start()
             print(f"echo-actors worker {production.consumer}: reading {production.stream} "
                   f"(group {production.group}, {sequence.sites} Sites, {runtime}, "
                   f"pid {os.getpid()})", file=err, flush=True)
-            while not stopping.requested.wait(1.0):  # timed: signal handlers run between
-                pass
+            while not stopping.requested.wait(0.2):  # timed: signal handlers run between
+                failure = production.failure or sequence.failure
+                if failure is not None:  # exit non-zero so that a supervisor restarts it
+                    break
         except BrokenPipeError:
             closed = True
         finally:
@@ -129,6 +138,11 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             production.close()
     if closed:
         return Exit.CLOSED
+    if failure is not None:
+        print(f"echo-actors worker {production.consumer}: failed: "
+              f"{type(failure).__name__}: {failure}; actions not started were given back",
+              file=err, flush=True)
+        return Exit.FAILED
     counts = sequence.stats()
     elapsed = time.perf_counter() - started
     print(

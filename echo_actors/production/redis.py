@@ -837,6 +837,26 @@ class RedisProduction(Production):
         """The future of an action submitted with :meth:`submit` (from any process)."""
         return RedisFuture(self._client, self.tag, _chain_ids(action))
 
+    def arrived(
+        self, futures: list[RedisFuture], timeout: float = 0.0
+    ) -> list[tuple[RedisFuture, bytes]]:
+        """Those of ``futures`` whose outcome is stored, with it (decode with
+        :func:`decode_outcome`): one pipelined look; when none has arrived, wait
+        up to ``timeout`` seconds for the first one. For waiting on many at once."""
+        out: list[tuple[RedisFuture, bytes]] = []
+        for start in range(0, len(futures), _CHUNK):
+            chunk = futures[start : start + _CHUNK]
+            pipe = self._client.pipeline(transaction=False)
+            for future in chunk:
+                pipe.lindex(future.key, 0)
+            out.extend((f, p) for f, p in zip(chunk, pipe.execute(), strict=True)
+                       if p is not None)
+        if out or not futures or timeout <= 0:
+            return out
+        first = futures[0]
+        payload = self._client.blmove(first.key, first.key, timeout, "LEFT", "RIGHT")
+        return [] if payload is None else [(first, payload)]
+
     def _add(self, actions: Iterable[Action], reply: bool) -> list[str]:
         items: list[tuple[float, bytes] | None] = []
         refused: list[tuple[int, Any, EchoError]] = []
