@@ -491,3 +491,34 @@ def test_cli_submit_wait_prints_results(fleet, worker_env, stream, tmp_path) -> 
     [failed] = [r for r in rows if not r["ok"]]
     assert failed["error_kind"] == "execution" and failed["attempts"] == 1
     assert "submitted 6, bad lines 0, failed 1, not done in time 0" in done.stderr
+
+
+SLOW_PLAN = textwrap.dedent('''
+
+    def slow(tag):
+        time.sleep(0.3)  # slow actions, few of them: the case read-ahead must not hog
+        _redis.rpush(_key + ":by:" + os.environ["WORKER_NAME"], tag)
+        return tag
+
+
+    plan = plan.with_signature(Signature("Slow")).with_function("Slow", slow)
+''')
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("count", [2, 4])
+def test_workers_share_a_backlog_of_slow_actions(fleet, productions, client, stream,
+                                                count) -> None:
+    """Read-ahead bounded by free Sites: a backlog of few slow actions is shared evenly
+    (with the old fixed read-ahead of 256, the first worker to read took them all)."""
+    names = [f"w{i}" for i in range(count)]
+    for name in names:
+        fleet(name, "--sites", "2", env={"WORKER_NAME": name}, plan=SLOW_PLAN)
+    wait_until(lambda: consumers(client, stream) == set(names), "the workers reading",
+               timeout=60)
+    n = 8 * count  # four rounds of two per worker
+    productions().assign_many([Action("Slow", i) for i in range(n)])
+    wait_until(lambda: sum(client.llen(f"{stream}:by:{name}") for name in names) == n,
+               "every slow action run", timeout=60)
+    shares = {name: client.llen(f"{stream}:by:{name}") for name in names}
+    assert all(share >= 4 for share in shares.values()), shares  # each at least half its due

@@ -107,6 +107,9 @@ _RAW_KEPT = 1024
 _CHUNK = 1000
 """Most ids or entries sent in one command (XACK, XADD pipelines, scripts)."""
 
+_HORIZON = 0.05
+"""Seconds of work at its recent pace a worker reads ahead beyond one action per Site."""
+
 
 class StoredDeadLetter(msgspec.Struct, frozen=True):
     """A dead letter as kept in the dead stream.
@@ -631,7 +634,10 @@ class RedisProduction(Production):
     bound to it becomes a consumer: a background fetcher reads up to
     ``batch`` entries per XREADGROUP and keeps at most ``read_ahead``
     actions in this process (queued, in Site mailboxes or running) that are
-    not acknowledged yet. Acknowledgements are batched by a writer thread.
+    not acknowledged yet. Given ``sites`` (the worker command passes its
+    own), it keeps fewer: one per Site plus what it finishes in 50 ms at its
+    recent pace, so that workers share a backlog of slow actions evenly.
+    Acknowledgements are batched by a writer thread.
     Delays and retry backoffs of actions read from Redis wait in the sorted
     set (so they survive a crash); dead letters go to the dead stream.
 
@@ -694,7 +700,13 @@ class RedisProduction(Production):
         self.beats_key = f"{self.tag}:beats"
         self.workers_key = f"{self.tag}:workers"
         self.sites = sites
-        """The Sites of the Sequence this worker feeds (shown by :meth:`stats`; 0: unknown)."""
+        """The Sites of the Sequence this worker feeds (0: unknown). Shown by :meth:`stats`;
+        when known, read-ahead is bounded by them (see :meth:`_adapt`)."""
+        self._limit = read_ahead if not sites else min(read_ahead, sites)
+        self._finished = 0  # entries this worker ended (acknowledged, parked, given back)
+        self._pace = 0.0  # entries ended per second, smoothed
+        self._paced_at = time.monotonic()
+        self._paced_count = 0
         self.fate = fate if fate is not None else Fate.load()
         self.max_action_bytes = self.fate.max_action_bytes
         self.batch = batch
@@ -1082,7 +1094,8 @@ class RedisProduction(Production):
             self._replies.difference_update(receipts)
             for receipt in receipts:
                 self._admissions.pop(receipt, None)
-            room = self.read_ahead - len(self._held)
+            self._finished += len(receipts)
+            room = self._limit - len(self._held)
         if room >= self._low_water():
             self._room.set()
 
@@ -1091,7 +1104,27 @@ class RedisProduction(Production):
             self.counts[name] += n
 
     def _low_water(self) -> int:
-        return max(1, min(self.batch, self.read_ahead // 4))
+        return max(1, min(self.batch, self._limit // 4))
+
+    def _adapt(self, now: float) -> None:
+        """Bound read-ahead by what this worker can start soon (when its Sites are known).
+
+        The bound is its Sites plus what it finishes in :data:`_HORIZON` seconds
+        at its recent pace, at most ``read_ahead``: a worker of slow actions
+        holds about one per Site, so idle workers get the rest of a backlog;
+        one of fast actions reads in big batches.
+        """
+        if not self.sites:
+            return
+        elapsed = now - self._paced_at
+        if elapsed < _HORIZON:
+            return
+        finished = self._finished
+        pace = (finished - self._paced_count) / elapsed
+        self._paced_count, self._paced_at = finished, now
+        self._pace = pace if pace > self._pace else 0.7 * self._pace + 0.3 * pace
+        ahead = self.sites + int(self._pace * _HORIZON)
+        self._limit = min(self.read_ahead, ahead)
 
     def in_flight(self) -> int:
         """Entries read by this process and not acknowledged yet."""
@@ -1152,13 +1185,14 @@ class RedisProduction(Production):
                     self._touch_held()
                     self._heartbeat()
                     next_touch = now + self.visibility_timeout / 3
-                room = self.read_ahead - len(self._held)
+                self._adapt(now)
+                room = self._limit - len(self._held)
                 if room < self._low_water():
                     self._room.clear()
-                    if self.read_ahead - len(self._held) < self._low_water():
+                    if self._limit - len(self._held) < self._low_water():
                         self._room.wait(wait or 0.001)
                         continue
-                    room = self.read_ahead - len(self._held)
+                    room = self._limit - len(self._held)
                 if now >= next_claim:
                     want = min(room, self.batch)
                     claimed = self._claim(want)
