@@ -239,9 +239,9 @@ def test_killed_worker_loses_no_chained_child(fleet, productions, client, stream
     wait_until(lambda: {x.decode() for x in client.lrange(executed_key, 0, -1)} == expected,
                "every action and chained child to run", timeout=120)
     wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0
-               and client.zcard(f"{stream}:delayed") == 0, "everything acknowledged",
+               and client.zcard(f"{{{stream}}}:delayed") == 0, "everything acknowledged",
                timeout=60)
-    assert client.xlen(f"{stream}:dead") == 0
+    assert client.xlen(f"{{{stream}}}:dead") == 0
     executed = Counter(x.decode() for x in client.lrange(executed_key, 0, -1))
     twice = sum(count - 1 for count in executed.values())
     assert held_when_killed > 0

@@ -694,9 +694,10 @@ class RedisProduction(Production):
         self.stream = stream
         self.group = group
         self.consumer = consumer or _default_consumer()
-        self.delayed_key = f"{stream}:delayed"
-        self.dead_key = f"{stream}:dead"
         self.tag = _hash_tag(stream)
+        self.delayed_key = f"{self.tag}:delayed"
+        self.dead_key = f"{self.tag}:dead"
+        self._migrated = False
         self.beats_key = f"{self.tag}:beats"
         self.workers_key = f"{self.tag}:workers"
         self.sites = sites
@@ -1144,7 +1145,29 @@ class RedisProduction(Production):
             )
             self._writer.start()
 
+    def _migrate(self) -> None:
+        """Rename the keys of 0.2's layout (``stream:delayed``, ``stream:dead``) to this
+        one's (``{stream}:...``, one hash slot), once per production; racing workers are
+        fine (RENAME by one, nothing left for the others)."""
+        if self._migrated:
+            return
+        self._migrated = True
+        for old, new in ((f"{self.stream}:delayed", self.delayed_key),
+                         (f"{self.stream}:dead", self.dead_key)):
+            if old == new:
+                continue
+            try:
+                if self._client.exists(old):
+                    if self._client.exists(new):
+                        self._log.warning("legacy_key_left", key=old, new_key=new)
+                    else:
+                        self._client.rename(old, new)
+                        self._log.info("legacy_key_renamed", key=old, new_key=new)
+            except (redis.ResponseError, redis.exceptions.RedisClusterException) as exc:
+                self._log.warning("legacy_key_left", key=old, new_key=new, error=str(exc))
+
     def _ensure_group(self, join: bool) -> None:
+        self._migrate()
         try:
             self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -1605,6 +1628,7 @@ class RedisProduction(Production):
 
     def stats(self) -> RedisStats:
         """Stream length, pending entries per consumer, delayed actions and dead letters."""
+        self._migrate()
         pipe = self._client.pipeline(transaction=False)
         pipe.xlen(self.stream)
         pipe.zcard(self.delayed_key)
@@ -1647,6 +1671,7 @@ class RedisProduction(Production):
 
     def dead_letters(self, limit: int | None = None) -> list[StoredDeadLetter]:
         """The dead letters, oldest first (unreadable dead entries are skipped and logged)."""
+        self._migrate()
         out: list[StoredDeadLetter] = []
         for raw_id, fields in self._client.xrange(self.dead_key, count=limit):
             entry_id = _text(raw_id)
