@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer, redis_server
+from redis_server import RedisServer, redis_cluster, redis_server
 from test_redis import (
     LIMIT,
     client,
@@ -41,7 +41,8 @@ from echo_actors.errors import CrashError, EncodeError, ExecutionError
 from echo_actors.production.redis import RedisFuture, RedisProduction
 from echo_actors.site import Site
 
-__all__ = ["client", "productions", "redis_server", "stream", "worker_env"]  # fixtures
+__all__ = ["client", "productions", "redis_cluster", "redis_server", "stream",  # fixtures
+           "worker_env"]
 
 FLEET_PLAN = textwrap.dedent('''
     import os
@@ -522,3 +523,50 @@ def test_workers_share_a_backlog_of_slow_actions(fleet, productions, client, str
                "every slow action run", timeout=60)
     shares = {name: client.llen(f"{stream}:by:{name}") for name in names}
     assert all(share >= 4 for share in shares.values()), shares  # each at least half its due
+
+
+# 6. Redis Cluster
+
+
+@pytest.mark.timeout(120)
+def test_full_path_on_a_three_node_cluster(redis_cluster) -> None:
+    """Submit, run, result, retry, delay, chain, dead letter, requeue: all on a cluster."""
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    fate = Fate(max_attempts=2, backoff_base=0.01)
+    failing = {"on": True}
+    ran: list[Any] = []
+
+    def job(n: Any) -> Any:
+        ran.append(n)
+        if n == "poison" and failing["on"]:
+            raise ValueError("poisoned")
+        return n
+
+    plan = Plan().with_signature(Signature("Job")).with_function("Job", job).build()
+    consumer = RedisProduction(redis_cluster, stream=name, fate=fate, cluster=True,
+                               visibility_timeout=5.0)
+    submitter = RedisProduction(redis_cluster, stream=name, fate=fate, cluster=True)
+    sequence = Sequence(plan, production=consumer, fate=fate.replace(sites=2)).start()
+    try:
+        plain, delayed, chained, poison = submitter.submit_many([
+            Action("Job", 1), Action("Job", 2, delay=0.05),
+            Action("Job", 3, next=Action("Job", 4)), Action("Job", "poison"),
+        ])
+        assert plain.get(timeout=LIMIT) == 1
+        assert delayed.get(timeout=LIMIT) == 2
+        assert chained.get(timeout=LIMIT) == 3 and chained.chain().get(timeout=LIMIT) == 4
+        with pytest.raises(ExecutionError, match="poisoned"):
+            poison.get(timeout=LIMIT)
+        wait_until(lambda: submitter.stats().dead_letters == 1, "the dead letter")
+        [letter] = submitter.dead_letters()
+        assert letter.action is not None and letter.attempts == 2
+        failing["on"] = False
+        assert [x.action.id for x in submitter.requeue() if x.action] == [letter.action.id]
+        wait_until(lambda: ran.count("poison") == 3, "the requeued letter run")
+        assert consumer.flush(LIMIT)
+        wait_until(lambda: submitter.stats().pending == 0, "everything acknowledged")
+        assert [w.consumer for w in submitter.workers()] == [consumer.consumer]
+    finally:
+        sequence.shutdown(timeout=LIMIT)
+        consumer.close()
+        submitter.close()

@@ -677,6 +677,7 @@ class RedisProduction(Production):
         dead_maxlen: int | None = 100_000,
         nonces: NonceStore | None = None,
         sites: int = 0,
+        cluster: bool = False,
     ) -> None:
         if not stream or not group:
             raise ValueError("stream and group must be non-empty")
@@ -687,10 +688,16 @@ class RedisProduction(Production):
         super().__init__(name if name is not None else stream)
         self._owns_client = isinstance(url_or_client, str)
         # Any: redis-py's own types mix sync and async replies.
-        self._client: Any = (
-            redis.Redis.from_url(url_or_client, protocol=2) if isinstance(url_or_client, str)
-            else url_or_client
-        )
+        if isinstance(url_or_client, str):
+            self._client: Any = (
+                redis.RedisCluster.from_url(url_or_client, protocol=2) if cluster
+                else redis.Redis.from_url(url_or_client, protocol=2)
+            )
+        else:
+            self._client = url_or_client
+        self.cluster = isinstance(self._client, redis.RedisCluster)
+        """On a Redis Cluster (every key shares the stream's hash slot): scripts run
+        outside pipelines, which a cluster pipeline refuses."""
         self.stream = stream
         self.group = group
         self.consumer = consumer or _default_consumer()
@@ -891,9 +898,10 @@ class RedisProduction(Production):
                     parked.extend((repr(delay), payload, ""))
                 else:
                     pipe.xadd(self.stream, {"a": payload})
-            if parked:
+            if parked:  # a cluster pipeline refuses scripts: then on its own
                 self._park(keys=[self.delayed_key, self.stream],
-                           args=[self.group, "0", *parked], client=pipe)
+                           args=[self.group, "0", *parked],
+                           client=self._client if self.cluster else pipe)
             replies = iter(pipe.execute())
             for delay, _ in chunk:
                 added.append("" if delay > 0 else _text(next(replies)))
@@ -1533,8 +1541,11 @@ class RedisProduction(Production):
                     keys.append(done_key)
                     done_index = len(keys)
                 args.extend((receipt, result_index, outcome, delay, child, done_index))
-            self._complete(keys=keys, args=args, client=pipe)
-        pipe.execute()
+            # Each call is atomic; a cluster pipeline refuses scripts, so there it runs alone.
+            self._complete(keys=keys, args=args,
+                           client=self._client if self.cluster else pipe)
+        if len(pipe):
+            pipe.execute()
         self._count("acked", len(ids) + sum(1 for d in done if d[0]))
         self._count("dead_lettered", len(letters))
         if done:
