@@ -15,11 +15,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import redis
@@ -570,3 +573,53 @@ def test_full_path_on_a_three_node_cluster(redis_cluster) -> None:
         sequence.shutdown(timeout=LIMIT)
         consumer.close()
         submitter.close()
+
+
+# The example: a gevent front on a worker fleet
+
+
+@pytest.mark.timeout(90)
+def test_gevent_front_returns_results_of_a_worker_fleet(worker_env, stream, tmp_path) -> None:
+    """examples/redis_fleet.py: HTTP clients get results the fleet computed, errors as 422."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "redis_fleet.py"
+    logs = [(tmp_path / f"ex{i}.log").open("wb") for i in range(2)]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "echo_actors", "worker", f"{example}:plan", "--stream", stream],
+        env=worker_env, stdout=logs[0], stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, str(example), "--port", "0", "--stream", stream,
+         "--wait-timeout", str(LIMIT)],
+        env=worker_env, stdout=subprocess.PIPE, stderr=logs[1], text=True)
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()  # blocks until it listens (or exits: empty line)
+        assert first.startswith("listening on "), first
+        base = first.split()[-1]
+
+        def post(body: dict[str, Any], query: str = "") -> tuple[int, dict[str, Any]]:
+            request = urllib.request.Request(
+                f"{base}/actions{query}", data=json.dumps(body).encode(), method="POST",
+                headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=LIMIT) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        assert post({"name": "Add", "content": {"a": 2, "b": 3}}) == (200, {
+            "id": mock.ANY, "result": 5})
+        status, body = post({"name": "Add", "content": {"a": 2}})
+        assert status == 422 and body["kind"] == "validation", body
+        chained = {"name": "Add", "content": {"a": 1, "b": 1},
+                   "next": {"name": "Echo", "content": "last"}}
+        assert post(chained, "?chain=1")[1]["result"] == "last"
+        assert post({"name": 5})[0] == 400
+    finally:
+        for process in (server, worker):
+            process.send_signal(signal.SIGTERM)
+        codes = (server.wait(timeout=LIMIT), worker.wait(timeout=LIMIT))
+        if server.stdout is not None:
+            server.stdout.close()
+        for log in logs:
+            log.close()
+    assert codes == (0, 0)
