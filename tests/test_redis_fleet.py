@@ -623,3 +623,20 @@ def test_gevent_front_returns_results_of_a_worker_fleet(worker_env, stream, tmp_
         for log in logs:
             log.close()
     assert codes == (0, 0)
+
+
+@pytest.mark.timeout(60)
+def test_one_worker_reads_several_streams(fleet, redis_server, client, stream) -> None:
+    """``--stream a,b``: one worker serves both (how a fleet spreads over cluster nodes)."""
+    other = f"{stream}-b"
+    process = fleet("w1", "--stream", f"{stream},{other}")
+    first = RedisProduction(redis_server, stream=stream, fate=Fate())
+    second = RedisProduction(redis_server, stream=other, fate=Fate())
+    try:
+        assert first.submit(Action("Double", 1)).get(timeout=LIMIT) == 2
+        assert second.submit(Action("Double", 2)).get(timeout=LIMIT) == 4
+    finally:
+        first.close()
+        second.close()
+    process.send_signal(signal.SIGTERM)
+    assert exit_code(process) == 0

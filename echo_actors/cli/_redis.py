@@ -52,5 +52,6 @@ def open_production(args: argparse.Namespace, fate: Fate, **options: Any) -> Any
     except ImportError:
         raise CommandError("the Redis commands need redis-py: "
                            "pip install 'echo_actors[redis]'") from None
-    return RedisProduction(url, stream=args.stream, group=args.group, fate=fate,
-                           cluster=args.cluster, **options)
+    settings: dict[str, Any] = {"stream": args.stream, "group": args.group, "fate": fate,
+                                "cluster": args.cluster, **options}
+    return RedisProduction(url, **settings)

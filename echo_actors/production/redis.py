@@ -889,6 +889,9 @@ class RedisProduction(Production):
                 refused.append((index, action, exc))
         good = [item for item in items if item is not None]
         added: list[str] = []
+        if len(good) == 1 and good[0][0] <= 0:  # one undelayed action: one plain XADD
+            added.append(_text(self._client.xadd(self.stream, {"a": good[0][1]})))
+            good = []
         for start in range(0, len(good), _CHUNK):
             chunk = good[start : start + _CHUNK]
             pipe = self._client.pipeline(transaction=False)
