@@ -640,3 +640,35 @@ def test_one_worker_reads_several_streams(fleet, redis_server, client, stream) -
         second.close()
     process.send_signal(signal.SIGTERM)
     assert exit_code(process) == 0
+
+
+DOOMED_SITES = textwrap.dedent('''
+
+    from echo_actors.site import Site
+
+    _receive = Site.on_receive
+
+
+    def _doomed(self, message):
+        if _redis.exists(_key + ":doom"):
+            raise RuntimeError("the disk is gone")
+        return _receive(self, message)
+
+
+    Site.on_receive = _doomed
+''')
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_sequence_makes_the_worker_exit_non_zero(fleet, productions, client, stream,
+                                                          tmp_path) -> None:
+    """Sites that fail whatever they receive exhaust the supervisor: the worker gives its
+    entries back to the stream and exits 1, naming the failure."""
+    process = fleet("w1", *FAST, env={"ECHO_MAX_RESTARTS": "2"}, plan=DOOMED_SITES)
+    wait_until(lambda: consumers(client, stream) == {"w1"}, "the worker reading")
+    client.set(f"{stream}:doom", 1)
+    productions().assign_many([Action("Record", n) for n in range(20)])
+    assert exit_code(process) == 1
+    assert "failed" in log_of(tmp_path, "w1")
+    assert group_pending(client, stream) == 0 and client.xlen(stream) == 20
+    assert client.llen(f"{stream}:executed") == 0
