@@ -430,8 +430,11 @@ def test_sigterm_finishes_in_flight_and_exits_zero(workers, productions, client,
     """SIGTERM: running actions finish and are acknowledged, the rest go back, exit 0."""
     n = 40
     # A window of 1: each Site holds only the action it runs; the rest wait in the process.
+    # A fixed read-ahead: the worker reads all 40 while four run (the adaptive one would
+    # hold about one per Site, leaving little to give back).
     worker = workers("graceful", "--sites", "4", "--visibility-timeout", "30",
-                     "--runtime", runtime, env={"ECHO_MAILBOX_WINDOW": "1"})
+                     "--runtime", runtime, "--read-ahead", "64",
+                     env={"ECHO_MAILBOX_WINDOW": "1"})
     wait_until(lambda: consumers(client, stream) == {"graceful"}, "the worker reading")
     productions().assign_many([Action("Slow", i) for i in range(n)])
     started, finished, gate = f"{stream}:started", f"{stream}:finished", f"{stream}:gate"

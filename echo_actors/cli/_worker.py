@@ -71,9 +71,10 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.add_argument("--consumer", help="consumer name (default: HOST-PID)")
     run.add_argument("--batch", type=at_least(1), default=128, metavar="N",
                      help="entries per read (default: 128)")
-    run.add_argument("--read-ahead", type=at_least(1), default=256, metavar="N",
-                     help="most unacknowledged actions this worker holds; lower it for long "
-                     "actions, so that idle workers get them (default: 256)")
+    run.add_argument("--read-ahead", type=at_least(1), metavar="N",
+                     help="hold exactly up to N unacknowledged actions (default: adaptive: "
+                     "one per Site plus 50 ms of work at the worker's pace, at most 256, so "
+                     "that workers share slow actions evenly)")
     run.add_argument("--visibility-timeout", type=positive_seconds, default=30.0,
                      metavar="SECONDS",
                      help="idle time before others claim a silent worker's entries (default: 30)")
@@ -116,8 +117,8 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         for stream in streams:  # one production and one Sequence per stream
             productions.append(open_production(
                 args, fate, stream=stream, consumer=args.consumer, batch=args.batch,
-                read_ahead=args.read_ahead, visibility_timeout=args.visibility_timeout,
-                sites=fate.sites,
+                read_ahead=args.read_ahead or 256, fair=args.read_ahead is None,
+                visibility_timeout=args.visibility_timeout, sites=fate.sites,
             ))
             sequences.append(Sequence(plan, production=productions[-1], fate=fate))
     except BaseException:

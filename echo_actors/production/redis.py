@@ -635,8 +635,9 @@ class RedisProduction(Production):
     ``batch`` entries per XREADGROUP and keeps at most ``read_ahead``
     actions in this process (queued, in Site mailboxes or running) that are
     not acknowledged yet. Given ``sites`` (the worker command passes its
-    own), it keeps fewer: one per Site plus what it finishes in 50 ms at its
-    recent pace, so that workers share a backlog of slow actions evenly.
+    own) and unless ``fair=False``, it keeps fewer: one per Site plus what it
+    finishes in 50 ms at its recent pace, so that workers share a backlog of
+    slow actions evenly.
     Acknowledgements are batched by a writer thread.
     Delays and retry backoffs of actions read from Redis wait in the sorted
     set (so they survive a crash); dead letters go to the dead stream.
@@ -677,6 +678,7 @@ class RedisProduction(Production):
         dead_maxlen: int | None = 100_000,
         nonces: NonceStore | None = None,
         sites: int = 0,
+        fair: bool = True,
         cluster: bool = False,
     ) -> None:
         if not stream or not group:
@@ -710,7 +712,9 @@ class RedisProduction(Production):
         self.sites = sites
         """The Sites of the Sequence this worker feeds (0: unknown). Shown by :meth:`stats`;
         when known, read-ahead is bounded by them (see :meth:`_adapt`)."""
-        self._limit = read_ahead if not sites else min(read_ahead, sites)
+        self.fair = fair and sites > 0
+        """Whether read-ahead adapts to the Sites (see :meth:`_adapt`); else it is fixed."""
+        self._limit = min(read_ahead, sites) if self.fair else read_ahead
         self._finished = 0  # entries this worker ended (acknowledged, parked, given back)
         self._pace = 0.0  # entries ended per second, smoothed
         self._paced_at = time.monotonic()
@@ -1126,7 +1130,7 @@ class RedisProduction(Production):
         holds about one per Site, so idle workers get the rest of a backlog;
         one of fast actions reads in big batches.
         """
-        if not self.sites:
+        if not self.fair:
             return
         elapsed = now - self._paced_at
         if elapsed < _HORIZON:
