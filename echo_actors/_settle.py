@@ -203,14 +203,9 @@ class Settler:
 
     def _completed(self, ticket: Ticket, result: Any, fate: Fate | None, tally: Tally) -> None:
         tally.completed += 1
-        if self.production.acknowledges:
-            tally.acks.append(ticket)
-        _resolve(ticket, result)
         action = ticket.action
         if self.observe is not None:
             self._seen(COMPLETED, action)
-        if ticket.holds_key and action.key is not None:
-            self._post(KeyFree(action.key))
         following = action.next
         if following is not None:
             if following.content is None:
@@ -218,6 +213,17 @@ class Settler:
             keys = fate.license_keys if fate is not None else ()
             if keys:
                 following = sign(following, keys[0])
+        # A durable production may end the attempt in its store in one atomic step
+        # (acknowledgement, result, ``next``), so that a crash cannot lose the child.
+        durable = False
+        if self.production.acknowledges:
+            durable = self.production.complete(ticket, result, following)
+            if not durable:
+                tally.acks.append(ticket)
+        _resolve(ticket, result)
+        if ticket.holds_key and action.key is not None:
+            self._post(KeyFree(action.key))
+        if following is not None and not durable:
             self.ledger.accept()
             self.enqueue(Ticket(following))
 

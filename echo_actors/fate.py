@@ -44,6 +44,13 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     - ``max_delay``: longest ``delay`` (seconds) an admitted action may ask for.
     - ``max_chain``: most actions in one ``next`` chain, for actions built in
       Python and decoded alike (at most ``CHAIN_CEILING``).
+    - ``result_ttl``: seconds a durable production keeps a result asked for
+      (``RedisProduction.submit``) once it is written.
+    - ``max_result_bytes``: largest encoded result kept; a bigger one is an
+      ``encode`` error its submitter sees.
+    - ``dedup_window``: seconds a durable production remembers that an action
+      id completed, so that a redelivered copy is acknowledged without running
+      again (0: off).
     """
 
     max_attempts: int = 3
@@ -62,6 +69,9 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_dead_letters: int = 10_000
     max_delay: float = 30 * 86400.0
     max_chain: int = MAX_CHAIN
+    result_ttl: float = 86400.0
+    max_result_bytes: int = 1 << 20
+    dedup_window: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sites < 1:
@@ -78,6 +88,12 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("max_delay must be a finite number of seconds > 0")
         if not 1 <= self.max_chain <= CHAIN_CEILING:
             raise ValueError(f"max_chain must be between 1 and {CHAIN_CEILING}")
+        if not (0 < self.result_ttl < math.inf):
+            raise ValueError("result_ttl must be a finite number of seconds > 0")
+        if self.max_result_bytes < 1:
+            raise ValueError("max_result_bytes must be >= 1")
+        if not (0 <= self.dedup_window < math.inf):
+            raise ValueError("dedup_window must be a finite number of seconds >= 0")
         self.retry_policy()  # validates the backoff settings
 
     def retry_policy(self) -> RetryPolicy:

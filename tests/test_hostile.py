@@ -141,8 +141,9 @@ def test_arbitrary_redis_entries_decode_or_are_refused(data: bytes) -> None:
     if isinstance(result, EchoError):
         assert isinstance(result, DecodeError)
         return
-    action, attempt, admission = result
+    action, attempt, admission, reply = result
     assert isinstance(action, Action) and attempt >= 1 and isinstance(admission, str)
+    assert isinstance(reply, bool)
 
 
 _names = st.text(min_size=1, max_size=12)
@@ -318,16 +319,20 @@ def test_admit_keeps_what_the_sender_controls() -> None:
 def test_wire_envelope_round_trip_and_versions() -> None:
     """The Redis wire keeps the workers' attempt and admission; newer writers are tolerated."""
     action = Action("A", 1)
-    decoded, attempt, admission = _decode_wire(_encode_wire(action, 3, "1-0"), 1 << 20, 64)
-    assert (decoded, attempt, admission) == (action, 3, "1-0")
+    decoded, attempt, admission, reply = _decode_wire(
+        _encode_wire(action, 3, "1-0", True), 1 << 20, 64
+    )
+    assert (decoded, attempt, admission, reply) == (action, 3, "1-0", True)
     raw = {"name": "A", "ornament": "t"}
-    newer = msgspec.msgpack.encode([FORMAT_VERSION + 1, 1, raw, "", "a field of v2"])
+    newer = msgspec.msgpack.encode([FORMAT_VERSION + 1, 1, raw, "", False, "a field of v3"])
     assert _decode_wire(newer, 1 << 20, 64)[0].name == "A"
+    version_1 = msgspec.msgpack.encode([1, 2, {"name": "A"}, "1-0"])
+    assert _decode_wire(version_1, 1 << 20, 64)[1:] == (2, "1-0", False)
     same = msgspec.msgpack.encode([FORMAT_VERSION, 1, raw, ""])
     with pytest.raises(DecodeError, match="ornament"):
         _decode_wire(same, 1 << 20, 64)
     legacy = msgspec.msgpack.encode({"name": "A", "attempt": 99})
-    assert _decode_wire(legacy, 1 << 20, 64)[1:] == (1, "")
+    assert _decode_wire(legacy, 1 << 20, 64)[1:] == (1, "", False)
     for bad in ([FORMAT_VERSION, 0, raw], [FORMAT_VERSION], "text", [FORMAT_VERSION, 1, 5]):
         with pytest.raises(DecodeError):
             _decode_wire(msgspec.msgpack.encode(bad), 1 << 20, 64)
@@ -514,7 +519,7 @@ def test_redis_unknown_fields_typo_refused_newer_version_tolerated(productions, 
     raw = {"name": "Job", "content": "new", "ornament": "abc"}
     client.xadd(consumer.stream, {"a": msgspec.msgpack.encode([FORMAT_VERSION, 1, raw, ""])})
     client.xadd(consumer.stream,
-                {"a": msgspec.msgpack.encode([FORMAT_VERSION + 1, 1, raw, "", "later"])})
+                {"a": msgspec.msgpack.encode([FORMAT_VERSION + 1, 1, raw, "", False, "later"])})
     make_sequence(_plan(runs), consumer)
     assert runs.done.wait(LIMIT)
     wait_until(lambda: len(consumer.dead_letters()) == 1, "the dead letter")

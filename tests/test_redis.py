@@ -415,7 +415,7 @@ def test_killed_worker_loses_nothing(workers, productions, client, stream) -> No
     # Only actions the killed worker held unacknowledged may have run twice.
     assert duplicates <= held_when_killed
     assert held_when_killed > 0
-    assert client.xlen(f"{stream}:dead") == 0
+    assert client.xlen(f"{{{stream}}}:dead") == 0
     print(f"\nkill test: {n} actions, {duplicates} duplicates "
           f"(w1 held {held_when_killed} unacknowledged when killed)")
     for name in ("w2", "w3"):
@@ -430,8 +430,11 @@ def test_sigterm_finishes_in_flight_and_exits_zero(workers, productions, client,
     """SIGTERM: running actions finish and are acknowledged, the rest go back, exit 0."""
     n = 40
     # A window of 1: each Site holds only the action it runs; the rest wait in the process.
+    # A fixed read-ahead: the worker reads all 40 while four run (the adaptive one would
+    # hold about one per Site, leaving little to give back).
     worker = workers("graceful", "--sites", "4", "--visibility-timeout", "30",
-                     "--runtime", runtime, env={"ECHO_MAILBOX_WINDOW": "1"})
+                     "--runtime", runtime, "--read-ahead", "64",
+                     env={"ECHO_MAILBOX_WINDOW": "1"})
     wait_until(lambda: consumers(client, stream) == {"graceful"}, "the worker reading")
     productions().assign_many([Action("Slow", i) for i in range(n)])
     started, finished, gate = f"{stream}:started", f"{stream}:finished", f"{stream}:gate"
@@ -481,7 +484,7 @@ def test_malformed_entries_do_not_stop_a_worker(workers, productions, client, st
     productions().assign_many([Action("Record", i) for i in range(10)])
     executed = f"{stream}:executed"
     wait_until(lambda: client.llen(executed) == 10, "the good actions to run")
-    dead = client.xrange(f"{stream}:dead")
+    dead = client.xrange(f"{{{stream}}}:dead")
     assert [fields[b"error_kind"] for _, fields in dead] == [b"decode"] * 4
     wait_until(lambda: client.xlen(stream) == 0 and group_pending(client, stream) == 0,
                "acknowledgements")
@@ -532,7 +535,7 @@ def test_cli_submit_stats_and_dead_letters(worker_env, client, stream, tmp_path)
     result = cli("dead-letters", "requeue", "--id", "dead-1", "--id", "missing")
     assert result.returncode == 1
     assert b"requeued 1" in result.stdout and b"missing" in result.stderr
-    assert client.xlen(stream) == 3 and client.xlen(f"{stream}:dead") == 0
+    assert client.xlen(stream) == 3 and client.xlen(f"{{{stream}}}:dead") == 0
 
     result = subprocess.run(
         [sys.executable, "-m", "echo_actors", "stats"],

@@ -8,7 +8,14 @@ from typing import IO, Any
 
 import msgspec
 
-from echo_actors.cli._common import EXIT_CODES, Exit, HelpFormatter, at_least, load_fate
+from echo_actors.cli._common import (
+    EXIT_CODES,
+    Exit,
+    HelpFormatter,
+    at_least,
+    load_fate,
+    positive_seconds,
+)
 from echo_actors.cli._redis import add_stream_options, open_production
 
 __all__ = ["add_commands", "dead_letters", "stats"]
@@ -64,11 +71,16 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     figures = commands.add_parser(
         "stats", parents=parents, formatter_class=HelpFormatter,
-        description="Stream length, pending entries per consumer, delayed and dead letters.",
+        description="Stream length, pending entries per consumer, delayed and dead letters; "
+        "the live workers with their last heartbeat, Sites, actions in flight and share of "
+        "the work (acknowledged by each since it started).",
         epilog=STATS_EPILOG, help="stream, pending, delayed and dead-letter counts",
     )
     add_stream_options(figures)
     figures.add_argument("--json", action="store_true", help="print as JSON")
+    figures.add_argument("--visibility-timeout", type=positive_seconds, default=30.0,
+                         metavar="SECONDS", help="forget workers silent for longer than this "
+                         "(the workers' own setting; default: 30)")
     figures.set_defaults(command=stats)
 
 
@@ -108,7 +120,8 @@ def dead_letters(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def stats(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """Print stream length, pending per consumer, delayed and dead-letter counts."""
-    production = open_production(args, load_fate(args.config))
+    production = open_production(args, load_fate(args.config),
+                                 visibility_timeout=args.visibility_timeout)
     try:
         figures = production.stats()
     finally:
@@ -122,4 +135,11 @@ def stats(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     for consumer in figures.consumers:
         print(f"  {consumer.name}: {consumer.pending} pending, idle {consumer.idle_ms} ms",
               file=out)
+    total = sum(worker.acked for worker in figures.workers)
+    print(f"{len(figures.workers)} live worker(s)", file=out)
+    for worker in figures.workers:
+        share = f"{100 * worker.acked / total:.1f}%" if total else "-"
+        print(f"  {worker.consumer}: heartbeat {worker.heartbeat_age:.1f} s ago, "
+              f"{worker.sites} Sites, {worker.in_flight} in flight, acked {worker.acked} "
+              f"({share}), pid {worker.pid} on {worker.host}", file=out)
     return Exit.OK

@@ -35,6 +35,9 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", default="echo", help="stream name (default: echo)")
     parser.add_argument("--group", default="echo", help="consumer group (default: echo)")
     parser.add_argument("--config", metavar="TOML", help="a Fate file ([echo] table or top level)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="the server is a node of a Redis Cluster (the production's keys "
+                        "share the stream's hash slot)")
 
 
 def open_production(args: argparse.Namespace, fate: Fate, **options: Any) -> Any:
@@ -49,4 +52,6 @@ def open_production(args: argparse.Namespace, fate: Fate, **options: Any) -> Any
     except ImportError:
         raise CommandError("the Redis commands need redis-py: "
                            "pip install 'echo_actors[redis]'") from None
-    return RedisProduction(url, stream=args.stream, group=args.group, fate=fate, **options)
+    settings: dict[str, Any] = {"stream": args.stream, "group": args.group, "fate": fate,
+                                "cluster": args.cluster, **options}
+    return RedisProduction(url, **settings)

@@ -33,7 +33,17 @@ was parked for a delay. Several workers on several machines share the stream.
 SIGTERM or Ctrl-C: stop reading, give the actions read but not started back to
 the stream, let the running ones finish and be acknowledged, print a summary and
 exit (0 for SIGTERM, 130 for Ctrl-C). A second signal leaves at once: what was
-running is redelivered to other workers after the visibility timeout."""
+running is redelivered to other workers after the visibility timeout.
+
+--stream a,b,c reads several streams (one Sequence of --sites Sites each): on a
+Redis Cluster each stream lives on the node of its hash slot, so several streams
+spread the load over the nodes.
+
+A worker that cannot go on (its Redis reader or writer thread died of an error
+that is not a Redis outage, or its Sequence failed) gives back what it has not
+started and exits 1 with the error, so that systemd, supervisord or Kubernetes
+restart it. A Redis outage is waited out: reconnects with a backoff, logging a
+warning each time."""
 
 EPILOG = f"""\
 examples:
@@ -62,9 +72,10 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     run.add_argument("--consumer", help="consumer name (default: HOST-PID)")
     run.add_argument("--batch", type=at_least(1), default=128, metavar="N",
                      help="entries per read (default: 128)")
-    run.add_argument("--read-ahead", type=at_least(1), default=256, metavar="N",
-                     help="most unacknowledged actions this worker holds; lower it for long "
-                     "actions, so that idle workers get them (default: 256)")
+    run.add_argument("--read-ahead", type=at_least(1), metavar="N",
+                     help="hold exactly up to N unacknowledged actions (default: adaptive: "
+                     "one per Site plus 50 ms of work at the worker's pace, at most 256, so "
+                     "that workers share slow actions evenly)")
     run.add_argument("--visibility-timeout", type=positive_seconds, default=30.0,
                      metavar="SECONDS",
                      help="idle time before others claim a silent worker's entries (default: 30)")
@@ -99,45 +110,72 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     fate = args.fate  # loaded by prepare()
     runtime = fate.runtime
     plan = load_plan(args.plan)
-    production = open_production(
-        args, fate, consumer=args.consumer, batch=args.batch, read_ahead=args.read_ahead,
-        visibility_timeout=args.visibility_timeout,
-    )
+    streams = list(dict.fromkeys(s.strip() for s in args.stream.split(",") if s.strip()))
+    if not streams:
+        raise CommandError("--stream names no stream")
+    productions: list[Any] = []
+    sequences: list[Any] = []
+    try:
+        for stream in streams:  # one production and one Sequence per stream
+            productions.append(open_production(
+                args, fate, stream=stream, consumer=args.consumer, batch=args.batch,
+                read_ahead=args.read_ahead or 256, fair=args.read_ahead is None,
+                visibility_timeout=args.visibility_timeout, sites=fate.sites,
+            ))
+            sequences.append(Sequence(plan, production=productions[-1], fate=fate,
+                                      steps=steps(args)))
+        unobserve = observe(args, sequences[0], err)  # metrics of the first stream's Sequence
+    except BaseException:
+        for production in productions:
+            production.close()
+        raise
+    name = productions[0].consumer
 
     def hurry(_signum: int) -> None:
-        print(f"echo-actors worker {production.consumer}: stopping now; running actions "
+        print(f"echo-actors worker {name}: stopping now; running actions "
               "are redelivered after the visibility timeout", file=err, flush=True)
 
     started = time.perf_counter()
-    try:
-        sequence = Sequence(plan, production=production, fate=fate, steps=steps(args))
-        unobserve = observe(args, sequence, err)
-    except BaseException:
-        production.close()
-        raise
     closed = False
+    failure: BaseException | None = None
+    handed_back: list[Any] = []
     with Stopping(hurry=hurry) as stopping:
         try:
-            sequence.start()
-            print(f"echo-actors worker {production.consumer}: reading {production.stream} "
-                  f"(group {production.group}, {sequence.sites} Sites, {runtime}, "
-                  f"pid {os.getpid()})", file=err, flush=True)
-            while not stopping.requested.wait(1.0):  # timed: signal handlers run between
-                pass
+            for production, sequence in zip(productions, sequences, strict=True):
+                sequence.start()
+                print(f"echo-actors worker {name}: reading {production.stream} "
+                      f"(group {production.group}, {sequence.sites} Sites, {runtime}, "
+                      f"pid {os.getpid()})", file=err, flush=True)
+            while not stopping.requested.wait(0.2):  # timed: signal handlers run between
+                failure = next((f for f in (*(p.failure for p in productions),
+                                            *(s.failure for s in sequences))
+                                if f is not None), None)
+                if failure is not None:  # exit non-zero so that a supervisor restarts it
+                    break
         except BrokenPipeError:
             closed = True
         finally:
-            production.pause()
-            handed_back = sequence.shutdown(drain=False, timeout=args.grace)  # idempotent
+            for production in productions:
+                production.pause()
+            for production, sequence in zip(productions, sequences, strict=True):
+                try:
+                    handed_back += sequence.shutdown(drain=False, timeout=args.grace)
+                finally:
+                    production.close()
             unobserve()
-            production.close()
     if closed:
         return Exit.CLOSED
-    counts = sequence.stats()
+    if failure is not None:
+        print(f"echo-actors worker {name}: failed: "
+              f"{type(failure).__name__}: {failure}; actions not started were given back",
+              file=err, flush=True)
+        return Exit.FAILED
+    totals = [sequence.stats() for sequence in sequences]
     elapsed = time.perf_counter() - started
     print(
-        f"echo-actors worker {production.consumer}: completed {counts.completed}, "
-        f"dead-lettered {counts.dead_lettered}, retried {counts.retried}, "
+        f"echo-actors worker {name}: completed {sum(c.completed for c in totals)}, "
+        f"dead-lettered {sum(c.dead_lettered for c in totals)}, "
+        f"retried {sum(c.retried for c in totals)}, "
         f"given back {len(handed_back)} in {elapsed:.1f} s",
         file=out, flush=True,
     )

@@ -138,6 +138,18 @@ class Production:
     def ack(self, tickets: list[Ticket]) -> None:
         """Tickets that ended, completed or dead-lettered (durable productions override)."""
 
+    def complete(self, ticket: Ticket, result: object, following: Action | None) -> bool:
+        """``ticket`` completed with ``result``; ``following`` is its ``next``, ready to run.
+
+        Returns True when the production took care of both durably: the
+        ticket's acknowledgement and ``following`` (added to its store in the
+        same atomic step, with the result if it keeps results); the Sequence
+        then neither acknowledges it nor queues ``following`` itself. The
+        in-memory production returns False: the Sequence acknowledges as
+        usual and queues ``following`` in this process. Never raises.
+        """
+        return False
+
     def bury(self, ticket: Ticket, letter: DeadLetter) -> None:
         """``ticket`` ended as dead letter ``letter`` (durable productions store it)."""
         self.ack([ticket])

@@ -24,8 +24,9 @@ heartbeat keeps claims on running entries fresh. ``Action.id`` is the
 idempotency key: it survives retries, redelivery, requeues and moves through
 the sorted set, so a function with side effects can record the ids it has done.
 
-Wire format (``FORMAT_VERSION`` 2, which added ``Action.trace``): a MessagePack
-array ``[version, attempt, action, admission]``. ``attempt`` and ``admission`` are the workers'
+Wire format (``FORMAT_VERSION`` 2): a MessagePack array ``[version, attempt,
+action, admission, reply]`` (``reply``: whether the submitter waits for the
+result; an action may carry ``trace``). ``attempt`` and ``admission`` are the workers'
 bookkeeping: :meth:`RedisProduction.assign` always writes 1 and ``""``, so
 what a submitter puts in ``Action.attempt`` never counts; a worker that parks
 a retry or gives an entry back writes the attempt it counted and the
@@ -66,7 +67,18 @@ from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.admission import admit, check_limits
 from echo_actors.dead_letter import DeadLetter
-from echo_actors.errors import DecodeError, EchoError, EncodeError, ValidationError
+from echo_actors.errors import (
+    ActionTimeoutError,
+    CancellationError,
+    CrashError,
+    DecodeError,
+    EchoError,
+    EncodeError,
+    ExecutionError,
+    LicenseError,
+    RoutingError,
+    ValidationError,
+)
 from echo_actors.fate import Fate
 from echo_actors.license import verify
 from echo_actors.nonces import DEFAULT_WINDOW, NonceStore, NonceStoreError
@@ -76,10 +88,13 @@ __all__ = [
     "FORMAT_VERSION",
     "AssignError",
     "ConsumerStats",
+    "RedisFuture",
     "RedisNonceStore",
     "RedisProduction",
     "RedisStats",
     "StoredDeadLetter",
+    "WorkerStats",
+    "decode_outcome",
 ]
 
 FORMAT_VERSION = 2
@@ -92,6 +107,9 @@ _RAW_KEPT = 1024
 
 _CHUNK = 1000
 """Most ids or entries sent in one command (XACK, XADD pipelines, scripts)."""
+
+_HORIZON = 0.05
+"""Seconds of work at its recent pace a worker reads ahead beyond one action per Site."""
 
 
 class StoredDeadLetter(msgspec.Struct, frozen=True):
@@ -138,6 +156,7 @@ class RedisStats(msgspec.Struct, frozen=True):
     """Entries the group has not read yet (None when the server does not say: before 7.0)."""
     entries_read: int | None = None
     """Entries the group has read so far (None before Redis 7.0): with ``pending``, a rate."""
+    workers: list[WorkerStats] = []
 
 
 class AssignError(ValidationError):
@@ -159,12 +178,14 @@ class AssignError(ValidationError):
 
 
 class _Envelope(msgspec.Struct, array_like=True, frozen=True):
-    """The wire format: version, attempt, the action, admission; newer versions append."""
+    """The wire format: version, attempt, the action, admission, whether its submitter
+    waits for its result (version 2); newer versions append."""
 
     v: int
     n: Annotated[int, msgspec.Meta(ge=1)]
     a: msgspec.Raw
     admission: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    r: bool = False
 
 
 _WIRE_ENCODER = msgspec.msgpack.Encoder()
@@ -172,17 +193,19 @@ _ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope)
 _MAP_MARKERS = frozenset((*range(0x80, 0x90), 0xDE, 0xDF))
 
 
-def _encode_wire(action: Action, attempt: int, admission: str) -> bytes:
+def _encode_wire(action: Action, attempt: int, admission: str, reply: bool = False) -> bytes:
     try:
-        return _WIRE_ENCODER.encode((FORMAT_VERSION, attempt, action, admission))
+        return _WIRE_ENCODER.encode((FORMAT_VERSION, attempt, action, admission, reply))
     except RecursionError:
         raise EncodeError(f"action {action.id} ({action.name}) is nested too deeply") from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(f"action {action.id} ({action.name}) cannot be encoded: {exc}") from exc
 
 
-def _decode_wire(payload: bytes, max_bytes: int, max_chain: int) -> tuple[Action, int, str]:
-    """The action, the attempt and the admission an entry's payload holds.
+def _decode_wire(
+    payload: bytes, max_bytes: int, max_chain: int
+) -> tuple[Action, int, str, bool]:
+    """The action, the attempt, the admission and the reply flag an entry's payload holds.
 
     Raises:
         DecodeError: malformed, too big, too deep, or an unknown field from a
@@ -191,7 +214,8 @@ def _decode_wire(payload: bytes, max_bytes: int, max_chain: int) -> tuple[Action
     if len(payload) > max_bytes:
         raise DecodeError(f"encoded action is {len(payload)} bytes, over the limit of {max_bytes}")
     if payload and payload[0] in _MAP_MARKERS:  # a bare Action, written before the envelope
-        return Action.decode(payload, "msgpack", max_bytes=max_bytes, max_chain=max_chain), 1, ""
+        action = Action.decode(payload, "msgpack", max_bytes=max_bytes, max_chain=max_chain)
+        return action, 1, "", False
     try:
         envelope = _ENVELOPE_DECODER.decode(payload)
     except msgspec.DecodeError as exc:
@@ -200,7 +224,7 @@ def _decode_wire(payload: bytes, max_bytes: int, max_chain: int) -> tuple[Action
         envelope.a, "msgpack", max_bytes=max_bytes, max_chain=max_chain,
         strict=envelope.v <= FORMAT_VERSION,
     )
-    return action, envelope.n, envelope.admission
+    return action, envelope.n, envelope.admission, envelope.r
 
 
 # KEYS[1]=the nonce's key; ARGV[1]=admission, ARGV[2]=time to keep it (ms). 1: recorded
@@ -350,6 +374,77 @@ end
 return done
 """
 
+# KEYS[1]=stream, KEYS[2]=delayed, then result and completion-mark keys;
+# ARGV[1]=group, ARGV[2]=delete acked (0/1), ARGV[3]=result TTL (ms), ARGV[4]=dedup
+# window (ms), then sextuples (receipt or '', result key index or 0, result,
+# child delay or '' for none, child payload, completion-mark key index or 0).
+# Ends completed attempts in one step: acknowledges the entry, stores the
+# result, adds the ``next`` action (to the stream, or the sorted set when it
+# has a delay) and marks the id completed: a crash cannot separate them.
+_COMPLETE = """
+local now = nil
+for i = 5, #ARGV, 6 do
+  local r = ARGV[i]
+  if r ~= '' then
+    redis.call('XACK', KEYS[1], ARGV[1], r)
+    if ARGV[2] == '1' then redis.call('XDEL', KEYS[1], r) end
+  end
+  local rk = tonumber(ARGV[i + 1])
+  if rk > 0 then
+    redis.call('DEL', KEYS[rk])
+    redis.call('RPUSH', KEYS[rk], ARGV[i + 2])
+    redis.call('PEXPIRE', KEYS[rk], ARGV[3])
+  end
+  local d = ARGV[i + 3]
+  if d ~= '' then
+    if tonumber(d) > 0 then
+      if not now then
+        local t = redis.call('TIME')
+        now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+      end
+      redis.call('ZADD', KEYS[2], now + tonumber(d), ARGV[i + 4])
+    else
+      redis.call('XADD', KEYS[1], '*', 'a', ARGV[i + 4])
+    end
+  end
+  local dk = tonumber(ARGV[i + 5])
+  if dk > 0 then redis.call('SET', KEYS[dk], '1', 'PX', ARGV[4]) end
+end
+return (#ARGV - 4) / 6
+"""
+
+# KEYS[1]=heartbeats (sorted set), KEYS[2]=workers (hash); ARGV[1]=consumer,
+# ARGV[2]=its description, or '' when it leaves. Stamps with the server's clock.
+_BEAT = """
+if ARGV[2] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return redis.call('HDEL', KEYS[2], ARGV[1])
+end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
+return redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+"""
+
+# KEYS[1]=heartbeats, KEYS[2]=workers; ARGV[1]=seconds after which a silent worker is
+# forgotten. Returns {server time, consumer, last beat, description, ...} of the live ones.
+_WORKERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))
+for _, c in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], c)
+  redis.call('HDEL', KEYS[2], c)
+end
+local out = {tostring(now)}
+local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #live, 2 do
+  out[#out + 1] = live[i]
+  out[#out + 1] = live[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], live[i]) or ''
+end
+return out
+"""
+
 # KEYS[1]=stream; ARGV[1]=group, ARGV[2]=consumer. Leaves the group only with
 # nothing pending (deleting a consumer would drop its pending entries).
 _LEAVE = """
@@ -376,6 +471,162 @@ def _entries(response: Any) -> list[tuple[Any, Any]]:
     return [tuple(entry) for _, entries in response for entry in entries]
 
 
+_RESULT_ENCODER = msgspec.msgpack.Encoder()
+_ERRORS: dict[str, type[EchoError]] = {
+    cls.kind: cls for cls in (
+        EchoError, LicenseError, ExecutionError, ActionTimeoutError, CrashError, RoutingError,
+        CancellationError, ValidationError, DecodeError, EncodeError,
+    )
+}
+
+
+def _ok_outcome(action: Action, result: Any, limit: int) -> bytes:
+    """A stored outcome for ``result``: ``[1, result]``, or an ``encode`` error outcome
+    when the result cannot be encoded or is bigger than ``limit`` bytes."""
+    try:
+        value = _RESULT_ENCODER.encode(result)
+    except RecursionError:
+        return _error_outcome(EncodeError.kind,
+                              f"the result of {action.name} is nested too deeply",
+                              action.attempt)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return _error_outcome(EncodeError.kind,
+                              f"the result of {action.name} cannot be encoded: {exc}",
+                              action.attempt)
+    if len(value) > limit:
+        return _error_outcome(EncodeError.kind, f"the result of {action.name} encodes to "
+                              f"{len(value)} bytes, over the limit of {limit}", action.attempt)
+    return _RESULT_ENCODER.encode((1, msgspec.Raw(value)))
+
+
+def _error_outcome(kind: str, message: str, attempts: int) -> bytes:
+    """A stored outcome for a final error: ``[0, kind, message, attempts]``."""
+    return _RESULT_ENCODER.encode((0, kind, message, attempts))
+
+
+def _chain_ids(action: Action) -> list[str]:
+    """The ids of ``action`` and of every action chained after it, in order."""
+    ids = []
+    link: Action | None = action
+    while link is not None:
+        ids.append(link.id)
+        link = link.next
+    return ids
+
+
+def _hash_tag(stream: str) -> str:
+    """The prefix of a production's own keys: ``{stream}``, which hashes like ``stream``
+    itself, so that on a Redis Cluster they all share the stream's slot."""
+    return stream if "{" in stream else "{" + stream + "}"
+
+
+class RedisFuture:
+    """The result of an action submitted with :meth:`RedisProduction.submit`.
+
+    Whichever worker runs the action stores its outcome in Redis (for
+    ``Fate.result_ttl`` seconds); :meth:`get` waits for it from any process,
+    thread or greenlet (under gevent, with the process monkey-patched). For
+    a chained action, :meth:`get` gives the head's own result, like
+    ``Sequence.submit``'s future, and :meth:`chain` the future of the chain's
+    last action.
+    """
+
+    __slots__ = ("_client", "_tag", "action_id", "chain_ids")
+
+    def __init__(self, client: Any, tag: str, chain_ids: list[str]) -> None:
+        self._client = client
+        self._tag = tag
+        self.action_id = chain_ids[0]
+        self.chain_ids = chain_ids
+
+    @property
+    def key(self) -> str:
+        """The Redis key its outcome is stored under."""
+        return f"{self._tag}:result:{self.action_id}"
+
+    def chain(self) -> RedisFuture:
+        """The future of the last action of the chain (self for an action without ``next``).
+
+        When a link of the chain fails for good, this future raises its error.
+        """
+        return RedisFuture(self._client, self._tag, self.chain_ids[-1:])
+
+    def ready(self) -> bool:
+        """Whether the outcome is stored (``get`` would not wait)."""
+        return bool(self._client.exists(self.key))
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result, decoded from msgpack (wait at most ``timeout`` seconds; None: for ever).
+
+        Raises:
+            TimeoutError: no outcome within ``timeout``.
+            EchoError: the action failed for good: the subclass of its error kind
+                (``ExecutionError``, ``CrashError``, ``EncodeError`` for a result
+                that could not be stored...), with ``attempts`` set.
+        """
+        key = self.key
+        payload = self._client.lindex(key, 0)
+        if payload is None:
+            if timeout is not None and timeout <= 0:
+                raise TimeoutError(f"no result for action {self.action_id} yet")
+            # Non-destructive blocking read: move the one element onto the same list.
+            payload = self._client.blmove(key, key, timeout or 0, "LEFT", "RIGHT")
+            if payload is None:
+                raise TimeoutError(f"no result for action {self.action_id} within {timeout} s")
+        return decode_outcome(payload)
+
+    def __repr__(self) -> str:
+        return f"<RedisFuture {self.action_id}>"
+
+
+def decode_outcome(payload: bytes) -> Any:
+    """The result a stored outcome holds, or raise the error it records (see RedisFuture.get).
+
+    Raises:
+        DecodeError: not a stored outcome.
+    """
+    try:
+        outcome = msgspec.msgpack.decode(payload)
+        ok = outcome[0]
+        if ok == 1:
+            return outcome[1]
+        kind, message, attempts = str(outcome[1]), str(outcome[2]), int(outcome[3])
+    except (msgspec.DecodeError, IndexError, TypeError, ValueError) as exc:
+        raise DecodeError(f"not a stored outcome: {exc}") from None
+    error = _ERRORS.get(kind, ExecutionError)(message)
+    error.attempts = attempts  # type: ignore[attr-defined]
+    raise error
+
+
+class WorkerStats(msgspec.Struct, frozen=True):
+    """One live worker as its heartbeat describes it.
+
+    ``heartbeat_age`` is seconds since its last heartbeat (server clock);
+    ``fetched`` and ``acked`` are its running totals, its share of the work.
+    """
+
+    consumer: str
+    heartbeat_age: float
+    sites: int
+    in_flight: int
+    fetched: int
+    acked: int
+    pid: int
+    host: str
+
+
+class _Beat(msgspec.Struct, frozen=True):
+    sites: int
+    in_flight: int
+    fetched: int
+    acked: int
+    pid: int
+    host: str
+
+
+_BEAT_DECODER = msgspec.msgpack.Decoder(_Beat)
+
+
 def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -388,7 +639,11 @@ class RedisProduction(Production):
     bound to it becomes a consumer: a background fetcher reads up to
     ``batch`` entries per XREADGROUP and keeps at most ``read_ahead``
     actions in this process (queued, in Site mailboxes or running) that are
-    not acknowledged yet. Acknowledgements are batched by a writer thread.
+    not acknowledged yet. Given ``sites`` (the worker command passes its
+    own) and unless ``fair=False``, it keeps fewer: one per Site plus what it
+    finishes in 50 ms at its recent pace, so that workers share a backlog of
+    slow actions evenly.
+    Acknowledgements are batched by a writer thread.
     Delays and retry backoffs of actions read from Redis wait in the sorted
     set (so they survive a crash); dead letters go to the dead stream.
 
@@ -427,6 +682,9 @@ class RedisProduction(Production):
         delete_acked: bool = True,
         dead_maxlen: int | None = 100_000,
         nonces: NonceStore | None = None,
+        sites: int = 0,
+        fair: bool = True,
+        cluster: bool = False,
     ) -> None:
         if not stream or not group:
             raise ValueError("stream and group must be non-empty")
@@ -437,15 +695,35 @@ class RedisProduction(Production):
         super().__init__(name if name is not None else stream)
         self._owns_client = isinstance(url_or_client, str)
         # Any: redis-py's own types mix sync and async replies.
-        self._client: Any = (
-            redis.Redis.from_url(url_or_client, protocol=2) if isinstance(url_or_client, str)
-            else url_or_client
-        )
+        if isinstance(url_or_client, str):
+            self._client: Any = (
+                redis.RedisCluster.from_url(url_or_client, protocol=2) if cluster
+                else redis.Redis.from_url(url_or_client, protocol=2)
+            )
+        else:
+            self._client = url_or_client
+        self.cluster = isinstance(self._client, redis.RedisCluster)
+        """On a Redis Cluster (every key shares the stream's hash slot): scripts run
+        outside pipelines, which a cluster pipeline refuses."""
         self.stream = stream
         self.group = group
         self.consumer = consumer or _default_consumer()
-        self.delayed_key = f"{stream}:delayed"
-        self.dead_key = f"{stream}:dead"
+        self.tag = _hash_tag(stream)
+        self.delayed_key = f"{self.tag}:delayed"
+        self.dead_key = f"{self.tag}:dead"
+        self._migrated = False
+        self.beats_key = f"{self.tag}:beats"
+        self.workers_key = f"{self.tag}:workers"
+        self.sites = sites
+        """The Sites of the Sequence this worker feeds (0: unknown). Shown by :meth:`stats`;
+        when known, read-ahead is bounded by them (see :meth:`_adapt`)."""
+        self.fair = fair and sites > 0
+        """Whether read-ahead adapts to the Sites (see :meth:`_adapt`); else it is fixed."""
+        self._limit = min(read_ahead, sites) if self.fair else read_ahead
+        self._finished = 0  # entries this worker ended (acknowledged, parked, given back)
+        self._pace = 0.0  # entries ended per second, smoothed
+        self._paced_at = time.monotonic()
+        self._paced_count = 0
         self.fate = fate if fate is not None else Fate.load()
         self.max_action_bytes = self.fate.max_action_bytes
         self.batch = batch
@@ -467,12 +745,20 @@ class RedisProduction(Production):
         self._touch = client.register_script(_TOUCH)
         self._requeue = client.register_script(_REQUEUE)
         self._leave = client.register_script(_LEAVE)
+        self._complete = client.register_script(_COMPLETE)
+        self._beat = client.register_script(_BEAT)
+        self._workers = client.register_script(_WORKERS)
+        self.failure: BaseException | None = None
+        """Why a background thread died (then the worker must exit: it would idle), or None."""
+        self.failed = threading.Event()
+        """Set when :attr:`failure` is."""
         self._log = _log.bind(stream=stream, consumer=self.consumer)
         # Consumer state: _gate orders deliveries against bind/pause/hand_back.
         self._gate = threading.Lock()
         self._consuming = False
         self._held: set[str] = set()
         self._admissions: dict[str, str] = {}  # receipt -> admission, under _held_lock
+        self._replies: set[str] = set()  # receipts whose submitter waits for the result
         self._held_lock = threading.Lock()
         self._room = threading.Event()
         self._active = threading.Event()
@@ -484,6 +770,8 @@ class RedisProduction(Production):
         self._out_lock = threading.Lock()
         self._out_ids: list[str] = []
         self._out_letters: list[StoredDeadLetter] = []
+        self._out_done: list[tuple[Any, ...]] = []  # completions for _COMPLETE
+        self._out_results: list[tuple[str, bytes]] = []  # error outcomes of buried actions
         self._out_ready = threading.Event()
         self._written = threading.Condition(self._out_lock)
         self._writing = False
@@ -492,7 +780,7 @@ class RedisProduction(Production):
 
     # Submitting (any process)
 
-    def encode(self, action: Action) -> bytes:
+    def encode(self, action: Action, *, reply: bool = False) -> bytes:
         """The bytes :meth:`assign` adds for ``action`` (attempt 1, not admitted yet).
 
         Raises:
@@ -502,7 +790,7 @@ class RedisProduction(Production):
                 deep) or encodes to more than ``Fate.max_action_bytes``.
         """
         check_limits(action, self.fate)
-        payload = _encode_wire(action, 1, "")
+        payload = _encode_wire(action, 1, "", reply)
         if len(payload) > self.max_action_bytes:
             raise EncodeError(
                 f"action {action.id} ({action.name}) encodes to {len(payload)} bytes, "
@@ -539,17 +827,80 @@ class RedisProduction(Production):
             AssignError: some were refused (after the others were added); it
                 holds the entry ids and, per refused action, its index and error.
         """
+        return self._add(actions, reply=False)
+
+    def submit(self, action: Action) -> RedisFuture:
+        """Add ``action`` like :meth:`assign`, and return the future of its result.
+
+        Whichever worker runs it stores its outcome (result or final error)
+        for ``Fate.result_ttl`` seconds; so does every action chained after
+        it (see :meth:`RedisFuture.chain`).
+
+        Raises:
+            ValidationError: ``action`` is refused (see :meth:`encode`): nothing is added.
+        """
+        try:
+            return self.submit_many([action])[0]
+        except AssignError as exc:
+            raise exc.refused[0][2] from None
+
+    def submit_many(self, actions: Iterable[Action]) -> list[RedisFuture]:
+        """Add several actions like :meth:`assign_many`; one future each, in order.
+
+        Raises:
+            AssignError: some were refused (after the others were added);
+                ``futures`` holds a future per action given, None for a refused one.
+        """
+        given = list(actions)
+        try:
+            self._add(given, reply=True)
+        except AssignError as exc:
+            exc.futures = [  # type: ignore[attr-defined]
+                None if entry is None else self.future(given[index])
+                for index, entry in enumerate(exc.ids)
+            ]
+            raise
+        return [self.future(action) for action in given]
+
+    def future(self, action: Action) -> RedisFuture:
+        """The future of an action submitted with :meth:`submit` (from any process)."""
+        return RedisFuture(self._client, self.tag, _chain_ids(action))
+
+    def arrived(
+        self, futures: list[RedisFuture], timeout: float = 0.0
+    ) -> list[tuple[RedisFuture, bytes]]:
+        """Those of ``futures`` whose outcome is stored, with it (decode with
+        :func:`decode_outcome`): one pipelined look; when none has arrived, wait
+        up to ``timeout`` seconds for the first one. For waiting on many at once."""
+        out: list[tuple[RedisFuture, bytes]] = []
+        for start in range(0, len(futures), _CHUNK):
+            chunk = futures[start : start + _CHUNK]
+            pipe = self._client.pipeline(transaction=False)
+            for future in chunk:
+                pipe.lindex(future.key, 0)
+            out.extend((f, p) for f, p in zip(chunk, pipe.execute(), strict=True)
+                       if p is not None)
+        if out or not futures or timeout <= 0:
+            return out
+        first = futures[0]
+        payload = self._client.blmove(first.key, first.key, timeout, "LEFT", "RIGHT")
+        return [] if payload is None else [(first, payload)]
+
+    def _add(self, actions: Iterable[Action], reply: bool) -> list[str]:
         items: list[tuple[float, bytes] | None] = []
         refused: list[tuple[int, Any, EchoError]] = []
         for index, action in enumerate(actions):
             try:
-                payload = self.encode(action)
+                payload = self.encode(action, reply=reply)
                 items.append((action.delay, payload))
             except EchoError as exc:
                 items.append(None)
                 refused.append((index, action, exc))
         good = [item for item in items if item is not None]
         added: list[str] = []
+        if len(good) == 1 and good[0][0] <= 0:  # one undelayed action: one plain XADD
+            added.append(_text(self._client.xadd(self.stream, {"a": good[0][1]})))
+            good = []
         for start in range(0, len(good), _CHUNK):
             chunk = good[start : start + _CHUNK]
             pipe = self._client.pipeline(transaction=False)
@@ -559,9 +910,10 @@ class RedisProduction(Production):
                     parked.extend((repr(delay), payload, ""))
                 else:
                     pipe.xadd(self.stream, {"a": payload})
-            if parked:
+            if parked:  # a cluster pipeline refuses scripts: then on its own
                 self._park(keys=[self.delayed_key, self.stream],
-                           args=[self.group, "0", *parked], client=pipe)
+                           args=[self.group, "0", *parked],
+                           client=self._client if self.cluster else pipe)
             replies = iter(pipe.execute())
             for delay, _ in chunk:
                 added.append("" if delay > 0 else _text(next(replies)))
@@ -613,6 +965,44 @@ class RedisProduction(Production):
         """Queue the entries of completed tickets for XACK (batched by the writer thread)."""
         self._settle(tickets, [])
 
+    def complete(self, ticket: Ticket, result: object, following: Action | None) -> bool:
+        """End a completed attempt in Redis in one atomic step (see :data:`_COMPLETE`).
+
+        The acknowledgement, the result (when its submitter waits for it), the
+        ``next`` action and the completion mark (with ``Fate.dedup_window``)
+        are queued for the writer thread, which writes them with one script:
+        a worker killed before that leaves the entry pending, so the action
+        runs again and its ``next`` is added then. Returns False (the Sequence
+        acknowledges as usual) when there is nothing to write but the
+        acknowledgement, or when ``next`` cannot be encoded (then it runs in
+        this process).
+        """
+        receipt = ticket.receipt
+        reply = receipt is not None and receipt in self._replies
+        dedup = receipt is not None and self.fate.dedup_window > 0
+        if (following is None and not reply and not dedup) or self._closed:
+            return False
+        action = ticket.action
+        try:
+            delay, child = "", b""
+            if following is not None:
+                child = self.encode(following, reply=reply)
+                delay = repr(max(0.0, following.delay))
+            outcome = _ok_outcome(action, result, self.fate.max_result_bytes) if reply else b""
+        except (EchoError, ValueError, TypeError) as exc:
+            self._log.warning("complete_failed", action_id=action.id, error=str(exc))
+            return False
+        done = (receipt or "", self._result_key(action.id) if reply else "", outcome, delay,
+                child, f"{self.tag}:done:{action.id}" if dedup else "")
+        with self._out_lock:
+            self._out_done.append(done)
+        self._forget([receipt] if receipt is not None else [])
+        self._out_ready.set()
+        return True
+
+    def _result_key(self, action_id: str) -> str:
+        return f"{self.tag}:result:{action_id}"
+
     def bury(self, ticket: Ticket, letter: DeadLetter) -> None:
         """``ticket`` became dead letter ``letter``: to the dead stream, and XACK its entry."""
         self._settle([ticket], [letter])
@@ -622,17 +1012,25 @@ class RedisProduction(Production):
         stored = [self._stored(letter, tickets) for letter in letters]
         if not receipts and not stored:
             return
-        with self._held_lock:
-            self._held.difference_update(receipts)
-            for receipt in receipts:
-                self._admissions.pop(receipt, None)
-            room = self.read_ahead - len(self._held)
+        results: list[tuple[str, bytes]] = []
+        for letter in stored:
+            if letter.source in self._replies and letter.action is not None:
+                results.extend(self._failed_outcomes(letter.action, letter.error_kind,
+                                                     letter.message, letter.attempts))
+        self._forget(receipts)
         with self._out_lock:
             self._out_ids.extend(receipts)
             self._out_letters.extend(stored)
+            self._out_results.extend(results)
         self._out_ready.set()
-        if room >= self._low_water():
-            self._room.set()
+
+    def _failed_outcomes(
+        self, action: Action, kind: str, message: str, attempts: int
+    ) -> list[tuple[str, bytes]]:
+        """The error outcome of a failed action, stored for it and every link after it
+        (which will not run), so that waiting on the chain's end sees the failure."""
+        outcome = _error_outcome(kind, message, attempts)
+        return [(self._result_key(i), outcome) for i in _chain_ids(action)]
 
     def _stored(self, letter: DeadLetter, tickets: list[Ticket]) -> StoredDeadLetter:
         source = next(
@@ -652,9 +1050,11 @@ class RedisProduction(Production):
             return self._admissions.get(receipt, "")
 
     def _wire(self, ticket: Ticket) -> bytes:
-        """``ticket``'s action as workers write it back: its attempt and admission kept."""
+        """``ticket``'s action as workers write it back: attempt, admission and reply kept."""
         action = ticket.action
-        return _encode_wire(action, action.attempt, self._admission_of(ticket.receipt))
+        receipt = ticket.receipt
+        return _encode_wire(action, action.attempt, self._admission_of(receipt),
+                            receipt is not None and receipt in self._replies)
 
     def defer(self, ticket: Ticket, delay: float) -> bool:
         """Park ``ticket``'s action in the sorted set for ``delay`` seconds and ack its entry.
@@ -712,9 +1112,11 @@ class RedisProduction(Production):
             return
         with self._held_lock:
             self._held.difference_update(receipts)
+            self._replies.difference_update(receipts)
             for receipt in receipts:
                 self._admissions.pop(receipt, None)
-            room = self.read_ahead - len(self._held)
+            self._finished += len(receipts)
+            room = self._limit - len(self._held)
         if room >= self._low_water():
             self._room.set()
 
@@ -723,7 +1125,27 @@ class RedisProduction(Production):
             self.counts[name] += n
 
     def _low_water(self) -> int:
-        return max(1, min(self.batch, self.read_ahead // 4))
+        return max(1, min(self.batch, self._limit // 4))
+
+    def _adapt(self, now: float) -> None:
+        """Bound read-ahead by what this worker can start soon (when its Sites are known).
+
+        The bound is its Sites plus what it finishes in :data:`_HORIZON` seconds
+        at its recent pace, at most ``read_ahead``: a worker of slow actions
+        holds about one per Site, so idle workers get the rest of a backlog;
+        one of fast actions reads in big batches.
+        """
+        if not self.fair:
+            return
+        elapsed = now - self._paced_at
+        if elapsed < _HORIZON:
+            return
+        finished = self._finished
+        pace = (finished - self._paced_count) / elapsed
+        self._paced_count, self._paced_at = finished, now
+        self._pace = pace if pace > self._pace else 0.7 * self._pace + 0.3 * pace
+        ahead = self.sites + int(self._pace * _HORIZON)
+        self._limit = min(self.read_ahead, ahead)
 
     def in_flight(self) -> int:
         """Entries read by this process and not acknowledged yet."""
@@ -743,7 +1165,29 @@ class RedisProduction(Production):
             )
             self._writer.start()
 
+    def _migrate(self) -> None:
+        """Rename the keys of 0.2's layout (``stream:delayed``, ``stream:dead``) to this
+        one's (``{stream}:...``, one hash slot), once per production; racing workers are
+        fine (RENAME by one, nothing left for the others)."""
+        if self._migrated:
+            return
+        self._migrated = True
+        for old, new in ((f"{self.stream}:delayed", self.delayed_key),
+                         (f"{self.stream}:dead", self.dead_key)):
+            if old == new:
+                continue
+            try:
+                if self._client.exists(old):
+                    if self._client.exists(new):
+                        self._log.warning("legacy_key_left", key=old, new_key=new)
+                    else:
+                        self._client.rename(old, new)
+                        self._log.info("legacy_key_renamed", key=old, new_key=new)
+            except (redis.ResponseError, redis.exceptions.RedisClusterException) as exc:
+                self._log.warning("legacy_key_left", key=old, new_key=new, error=str(exc))
+
     def _ensure_group(self, join: bool) -> None:
+        self._migrate()
         try:
             self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -754,10 +1198,20 @@ class RedisProduction(Production):
         self._group_ready = True
 
     def _fetch_loop(self) -> None:
-        """Read, claim, move due actions and keep claims fresh, until closed."""
+        """Read, claim, move due actions and keep claims fresh, until closed.
+
+        Redis errors (a restart, a network cut) are retried with a backoff and
+        a warning; anything else ends the thread and sets :attr:`failure`.
+        """
+        try:
+            self._fetch_rounds()
+        except Exception as exc:  # noqa: BLE001 - the worker must exit, not idle for ever
+            self._die("fetcher", exc)
+
+    def _fetch_rounds(self) -> None:
         backoff = 0.0
         next_move = next_claim = 0.0
-        next_touch = time.monotonic() + self.visibility_timeout / 3
+        next_touch = 0.0  # at once: the first heartbeat makes the worker visible
         claim_every = max(0.05, min(5.0, self.visibility_timeout / 4))
         while not self._stop.is_set():
             if not self._active.is_set():
@@ -772,14 +1226,16 @@ class RedisProduction(Production):
                 wait = max(0.0, min(wait, next_move - now))
                 if now >= next_touch:
                     self._touch_held()
+                    self._heartbeat()
                     next_touch = now + self.visibility_timeout / 3
-                room = self.read_ahead - len(self._held)
+                self._adapt(now)
+                room = self._limit - len(self._held)
                 if room < self._low_water():
                     self._room.clear()
-                    if self.read_ahead - len(self._held) < self._low_water():
+                    if self._limit - len(self._held) < self._low_water():
                         self._room.wait(wait or 0.001)
                         continue
-                    room = self.read_ahead - len(self._held)
+                    room = self._limit - len(self._held)
                 if now >= next_claim:
                     want = min(room, self.batch)
                     claimed = self._claim(want)
@@ -796,6 +1252,7 @@ class RedisProduction(Production):
                 backoff = self._failed(exc, backoff)
             except redis.RedisError as exc:
                 backoff = self._failed(exc, backoff)
+                next_touch = 0.0  # back: say so at once
 
     def _failed(self, exc: Exception, backoff: float) -> float:
         backoff = min(5.0, backoff * 2 or 0.05)
@@ -869,6 +1326,8 @@ class RedisProduction(Production):
         """
         tickets: list[Ticket] = []
         admissions: list[str] = []
+        replies: list[bool] = []
+        results: list[tuple[str, bytes]] = []
         parked: list[Any] = []
         dead: list[StoredDeadLetter] = []
         dead_ids: list[str] = []
@@ -880,7 +1339,9 @@ class RedisProduction(Production):
             try:
                 if payload is None:
                     raise DecodeError("stream entry has no 'a' field")
-                action, attempt, admission = _decode_wire(payload, limit, self.fate.max_chain)
+                action, attempt, admission, reply = _decode_wire(
+                    payload, limit, self.fate.max_chain
+                )
             except DecodeError as exc:
                 dead.append(self._undecodable(entry_id, fields, payload, str(exc), deliveries,
                                               index))
@@ -892,11 +1353,14 @@ class RedisProduction(Production):
             if deliveries is not None:
                 attempt += deliveries[index] - 1
                 if attempt > max_attempts:
+                    message = (f"delivered {deliveries[index]} times without an "
+                               "acknowledgement (the workers holding it stopped)")
+                    if reply:
+                        results.extend(self._failed_outcomes(action, "crash", message,
+                                                             attempt - 1))
                     dead.append(StoredDeadLetter(
                         error_kind="crash", attempts=attempt - 1, failed_at=time.time(),
-                        message=f"delivered {deliveries[index]} times without an "
-                        "acknowledgement (the workers holding it stopped)",
-                        action=action, source=entry_id, consumer=self.consumer,
+                        message=message, action=action, source=entry_id, consumer=self.consumer,
                         admission=admission,
                     ))
                     dead_ids.append(entry_id)
@@ -905,6 +1369,9 @@ class RedisProduction(Production):
                 action = action.replace(attempt=attempt)
             refusal = self._refusal(action, admission)
             if refusal is not None:
+                if reply:
+                    results.extend(self._failed_outcomes(action, refusal.kind, str(refusal),
+                                                         attempt))
                 dead.append(StoredDeadLetter(
                     error_kind=refusal.kind, message=str(refusal), attempts=attempt,
                     failed_at=time.time(), action=action, source=entry_id,
@@ -913,13 +1380,16 @@ class RedisProduction(Production):
                 dead_ids.append(entry_id)
                 continue
             if action.delay > 0 and b"w" not in fields:
-                parked.extend((repr(action.delay), _encode_wire(action, attempt, admission),
-                               entry_id))
+                parked.extend((repr(action.delay),
+                               _encode_wire(action, attempt, admission, reply), entry_id))
                 continue
             tickets.append(Ticket(action, receipt=entry_id, admission=(admission, time.time())))
             admissions.append(admission)
-        if dead:
-            self._write(dead_ids, dead)
+            replies.append(reply)
+        if tickets and self.fate.dedup_window > 0:
+            tickets, admissions, replies = self._skip_done(tickets, admissions, replies)
+        if dead or results:
+            self._write(dead_ids, dead, results=results)
             self._log.warning("entries_dead_lettered", count=len(dead),
                               kinds=sorted({letter.error_kind for letter in dead}))
         if parked:
@@ -935,6 +1405,9 @@ class RedisProduction(Production):
                     self._admissions.update(
                         zip((t.receipt for t in tickets), admissions, strict=True)
                     )
+                    self._replies.update(
+                        t.receipt for t, r in zip(tickets, replies, strict=True) if r
+                    )
                 self._count("fetched", len(tickets))
                 if self._accept is not None:
                     self._accept(len(tickets))
@@ -942,10 +1415,28 @@ class RedisProduction(Production):
                 return
         # Stopped reading meanwhile: give them back at once.
         args: list[Any] = []
-        for ticket, admission in zip(tickets, admissions, strict=True):
+        for ticket, admission, reply in zip(tickets, admissions, replies, strict=True):
             args.extend((ticket.receipt, _encode_wire(ticket.action, ticket.action.attempt,
-                                                      admission), "1"))
+                                                      admission, reply), "1"))
         self._release_args(args)
+
+    def _skip_done(
+        self, tickets: list[Ticket], admissions: list[str], replies: list[bool]
+    ) -> tuple[list[Ticket], list[str], list[bool]]:
+        """Acknowledge, without running them, the actions whose id completed within
+        ``Fate.dedup_window`` (a redelivered copy); the others go on."""
+        pipe = self._client.pipeline(transaction=False)
+        for ticket in tickets:
+            pipe.exists(f"{self.tag}:done:{ticket.action.id}")
+        done = pipe.execute()
+        skipped = [t.receipt for t, d in zip(tickets, done, strict=True) if d]
+        if not skipped:
+            return tickets, admissions, replies
+        self._write(skipped, [])
+        self._count("deduplicated", len(skipped))
+        kept = [i for i, d in enumerate(done) if not d]
+        return ([tickets[i] for i in kept], [admissions[i] for i in kept],
+                [replies[i] for i in kept])
 
     def _refusal(self, action: Action, admission: str) -> EchoError | None:
         """Why the door refuses ``action`` (a delay too long, its license), or None."""
@@ -973,26 +1464,46 @@ class RedisProduction(Production):
         )
 
     def _write_loop(self) -> None:
-        """Write queued acknowledgements and dead letters, many per round trip."""
+        """Write queued acknowledgements, completions and dead letters, many per round trip."""
+        try:
+            self._write_rounds()
+        except Exception as exc:  # noqa: BLE001 - the worker must exit, not idle unacked
+            self._die("writer", exc)
+
+    def _take_out(self) -> tuple[list[str], list[StoredDeadLetter], list[Any], list[Any]]:
+        """What waits to be written, taken (under ``_out_lock``)."""
+        out = (self._out_ids, self._out_letters, self._out_done, self._out_results)
+        self._out_ids, self._out_letters, self._out_done, self._out_results = [], [], [], []
+        return out
+
+    def _pending_out(self) -> bool:
+        return bool(self._out_ids or self._out_letters or self._out_done or self._out_results)
+
+    def _write_rounds(self) -> None:
+        backoff = 0.0
         while True:
             self._out_ready.wait()
             self._out_ready.clear()
             with self._out_lock:
-                ids, self._out_ids = self._out_ids, []
-                letters, self._out_letters = self._out_letters, []
+                ids, letters, done, results = self._take_out()
                 self._writing = True
             try:
-                if ids or letters:
-                    self._write(ids, letters)
+                if ids or letters or done or results:
+                    self._write(ids, letters, done, results)
+                backoff = 0.0
             except redis.RedisError as exc:
-                self._log.warning("ack_failed", count=len(ids), error=str(exc))
+                backoff = min(2.0, backoff * 2 or 0.05)
+                self._log.warning("ack_failed", count=len(ids) + len(done), error=str(exc),
+                                  retry_in=backoff)
                 with self._out_lock:  # try again on the next round
                     self._out_ids[:0] = ids
                     self._out_letters[:0] = letters
+                    self._out_done[:0] = done
+                    self._out_results[:0] = results
                     self._writing = False
                     self._written.notify_all()
-                if self._stop.wait(0.1):
-                    return
+                if self._stop.wait(backoff):
+                    return  # closing: close() tries once more; else they are redelivered
                 self._out_ready.set()
                 continue
             with self._out_lock:
@@ -1000,13 +1511,18 @@ class RedisProduction(Production):
                 self._written.notify_all()
             if self._stop.is_set():
                 with self._out_lock:
-                    if not self._out_ids and not self._out_letters:
+                    if not self._pending_out():
                         return
                 self._out_ready.set()
 
-    def _write(self, ids: list[str], letters: list[StoredDeadLetter]) -> None:
-        """XADD dead letters, then XACK (and XDEL) their entries and ``ids``, in one MULTI."""
+    def _write(
+        self, ids: list[str], letters: list[StoredDeadLetter],
+        done: list[Any] | tuple[()] = (), results: list[tuple[str, bytes]] | tuple[()] = (),
+    ) -> None:
+        """In one MULTI: XADD dead letters and store their error outcomes, XACK (and XDEL)
+        ``ids`` and run :data:`_COMPLETE` for ``done`` completions."""
         pipe = self._client.pipeline(transaction=True)
+        ttl = str(max(1, int(self.fate.result_ttl * 1000)))
         for letter in letters:
             action = letter.action
             pipe.xadd(self.dead_key, {
@@ -1014,29 +1530,75 @@ class RedisProduction(Production):
                 "id": action.id if action is not None else "",
                 "name": action.name if action is not None else "",
             }, maxlen=self.dead_maxlen, approximate=True)
+        for key, outcome in results:
+            pipe.delete(key)
+            pipe.rpush(key, outcome)
+            pipe.pexpire(key, int(ttl))
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             pipe.xack(self.stream, self.group, *chunk)
             if self.delete_acked:
                 pipe.xdel(self.stream, *chunk)
-        pipe.execute()
-        self._count("acked", len(ids))
+        window = str(max(1, int(self.fate.dedup_window * 1000)))
+        for start in range(0, len(done), _CHUNK):
+            keys: list[str] = [self.stream, self.delayed_key]
+            args: list[Any] = [self.group, "1" if self.delete_acked else "0", ttl, window]
+            for item in done[start : start + _CHUNK]:
+                receipt, result_key, outcome, delay, child, done_key = item
+                result_index = done_index = 0
+                if result_key:
+                    keys.append(result_key)
+                    result_index = len(keys)
+                if done_key:
+                    keys.append(done_key)
+                    done_index = len(keys)
+                args.extend((receipt, result_index, outcome, delay, child, done_index))
+            # Each call is atomic; a cluster pipeline refuses scripts, so there it runs alone.
+            self._complete(keys=keys, args=args,
+                           client=self._client if self.cluster else pipe)
+        if len(pipe):
+            pipe.execute()
+        self._count("acked", len(ids) + sum(1 for d in done if d[0]))
         self._count("dead_lettered", len(letters))
+        if done:
+            self._count("chained", sum(1 for d in done if d[3]))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until queued acknowledgements are written; False if ``timeout`` ran out."""
         if self._writer is None or not self._writer.is_alive():
             with self._out_lock:
-                ids, self._out_ids = self._out_ids, []
-                letters, self._out_letters = self._out_letters, []
-            if ids or letters:
-                self._write(ids, letters)
+                ids, letters, done, results = self._take_out()
+            if ids or letters or done or results:
+                self._write(ids, letters, done, results)
             return True
         self._out_ready.set()
         with self._written:
             return self._written.wait_for(
-                lambda: not (self._out_ids or self._out_letters or self._writing), timeout
+                lambda: not (self._pending_out() or self._writing), timeout
             )
+
+    def _die(self, thread: str, exc: BaseException) -> None:
+        """A background thread failed for a reason retrying cannot mend: record it, stop
+        reading, and let the worker see :attr:`failure` (it exits non-zero)."""
+        if self.failure is None:
+            self.failure = exc
+        self._log.error("thread_died", thread=thread, error=f"{type(exc).__name__}: {exc}")
+        with self._gate:
+            self._consuming = False
+            self._active.clear()
+        self.failed.set()
+
+    def describe(self) -> bytes:
+        """This worker's heartbeat description (Sites, in-flight, its share so far)."""
+        with self._counts_lock:
+            fetched, acked = self.counts["fetched"], self.counts["acked"]
+        return _RESULT_ENCODER.encode(_Beat(
+            sites=self.sites, in_flight=len(self._held), fetched=fetched, acked=acked,
+            pid=os.getpid(), host=socket.gethostname(),
+        ))
+
+    def _heartbeat(self) -> None:
+        self._beat(keys=[self.beats_key, self.workers_key], args=[self.consumer, self.describe()])
 
     def close(self) -> None:
         """Stop reading, give back what was read and not started, flush acks, leave the group.
@@ -1064,6 +1626,11 @@ class RedisProduction(Production):
             self.flush()
         except redis.RedisError as exc:  # unacknowledged entries are redelivered later
             self._log.warning("ack_failed", error=str(exc))
+        if self._group_ready:
+            try:
+                self._beat(keys=[self.beats_key, self.workers_key], args=[self.consumer, ""])
+            except redis.RedisError as exc:
+                self._log.warning("leave_failed", error=str(exc))
         if self._held:
             self._log.warning("closed_with_pending", count=len(self._held))
         elif self._group_ready:
@@ -1084,6 +1651,7 @@ class RedisProduction(Production):
 
     def stats(self) -> RedisStats:
         """Stream length, pending entries per consumer, delayed actions and dead letters."""
+        self._migrate()
         pipe = self._client.pipeline(transaction=False)
         pipe.xlen(self.stream)
         pipe.zcard(self.delayed_key)
@@ -1111,11 +1679,32 @@ class RedisProduction(Production):
             stream=self.stream, group=self.group, length=int(length),
             pending=sum(c.pending for c in consumers), consumers=consumers,
             delayed=int(delayed), dead_letters=int(dead), lag=lag,
-            entries_read=read,
+            entries_read=read, workers=self.workers(),
         )
+
+    def workers(self) -> list[WorkerStats]:
+        """The live workers, by their heartbeats; one silent for longer than
+        ``visibility_timeout`` is forgotten (its entries go to others anyway)."""
+        reply = self._workers(keys=[self.beats_key, self.workers_key],
+                              args=[repr(self.visibility_timeout)])
+        now = float(reply[0])
+        out: list[WorkerStats] = []
+        for index in range(1, len(reply) - 2, 3):
+            name, beat, raw = _text(reply[index]), float(reply[index + 1]), reply[index + 2]
+            try:
+                described = _BEAT_DECODER.decode(raw)
+            except msgspec.DecodeError:
+                continue  # a description from another version: not shown
+            out.append(WorkerStats(
+                consumer=name, heartbeat_age=max(0.0, now - beat), sites=described.sites,
+                in_flight=described.in_flight, fetched=described.fetched,
+                acked=described.acked, pid=described.pid, host=described.host,
+            ))
+        return out
 
     def dead_letters(self, limit: int | None = None) -> list[StoredDeadLetter]:
         """The dead letters, oldest first (unreadable dead entries are skipped and logged)."""
+        self._migrate()
         out: list[StoredDeadLetter] = []
         for raw_id, fields in self._client.xrange(self.dead_key, count=limit):
             entry_id = _text(raw_id)
