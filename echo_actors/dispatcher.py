@@ -40,10 +40,13 @@ from echo_actors._messages import (
     Wake,
 )
 from echo_actors._settle import CANCELLED, Settler
-from echo_actors._ticket import ENDED, QUEUED, RUNNING, SENT, Ticket, _claims
+from echo_actors._ticket import AWAITING, ENDED, QUEUED, RUNNING, SENT, Ticket, _claims
 from echo_actors.production import Production
 
 __all__ = ["Desk", "Dispatcher", "SiteStats"]
+
+_GONE = (ENDED, AWAITING)
+"""States of tickets a Site no longer holds: settled, or awaiting on the event loop."""
 
 _log = get_logger("echo_actors.dispatcher")
 
@@ -187,7 +190,7 @@ class Dispatcher(pykka.Actor):
         # A predecessor may have crashed between sending a batch and recording it, or with
         # a wake-up pending: reconcile from the tickets' own states, then read the desk.
         for slot in self._slots:
-            slot.inflight = deque(t for t in slot.inflight if t.state != ENDED)
+            slot.inflight = deque(t for t in slot.inflight if t.state not in _GONE)
             if slot.alive and (slot.ref is None or not slot.ref.is_alive()):
                 self._site_exited(SiteExited(slot.site, slot.urn, "crash"))
         self._idle = {s for s in self._slots if s.alive and not s.inflight}
@@ -356,7 +359,7 @@ class Dispatcher(pykka.Actor):
                     if ticket.state == SENT and not ticket.holds_key:
                         ticket.state, ticket.batch = QUEUED, None
                         stolen.append(ticket)
-                    elif ticket.state != ENDED:
+                    elif ticket.state not in _GONE:
                         keep.append(ticket)
             inflight.extend(reversed(keep))
         stolen.reverse()
@@ -381,7 +384,7 @@ class Dispatcher(pykka.Actor):
     def _done(self, event: Done) -> None:
         slot = self._slots[event.site]
         inflight = slot.inflight
-        while inflight and inflight[0].state == ENDED:
+        while inflight and inflight[0].state in _GONE:
             inflight.popleft()
         slot.processed += event.ran - event.failed
         slot.failed += event.failed
@@ -424,7 +427,7 @@ class Dispatcher(pykka.Actor):
                 if ticket.state == SENT and batch is not None and batch.urn == urn:
                     ticket.state, ticket.batch = QUEUED, None
                     back.append(ticket)
-                elif ticket.state != ENDED:
+                elif ticket.state not in _GONE:
                     keep.append(ticket)
         slot.inflight = keep
         slot.backlog.extendleft(reversed(back))
