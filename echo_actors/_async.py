@@ -20,7 +20,7 @@ import functools
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from echo_actors._settle import ABANDONED, COMPLETED, CRASHED, FAILED
 
@@ -92,7 +92,7 @@ class AsyncRunner:
             if loop is not None:
                 return loop
             self._call = self._runtime.threadsafe()  # here: in the runtime's own thread
-            loop = self._new_loop()
+            loop = cast(asyncio.AbstractEventLoop, self._new_loop())
             self._ended.acquire()
             try:
                 self._start_thread(self._main, (loop,))
