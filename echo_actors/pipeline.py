@@ -12,10 +12,11 @@ by the one place that ends an attempt). Pass your own steps with
 ``Sequence(..., steps=[...])``: rate limits, metrics, tracing.
 
 An action served by an ``async def`` function does not hold its Site while it
-awaits: from ``hooks`` inwards the pipeline becomes one coroutine (hooks,
-timeout, ``Site.receive`` and the function, in that order, on the Sequence's
-event loop thread), and the steps before ``hooks`` see ``call_next`` return
-a :class:`Pending` at once. ``async`` hooks around a plain function are
+awaits: from ``hooks`` inwards the pipeline becomes one coroutine, awaited on
+the Sequence's event loop thread (with hooks, all of them run there too, then
+``timeout``, ``Site.receive`` and the function, in that order; without, the
+function's coroutine is made on the Site), and the steps before ``hooks`` see
+``call_next`` return a :class:`Pending` at once. ``async`` hooks around a plain function are
 awaited on that loop while the Site waits.
 """
 
@@ -117,8 +118,9 @@ def hooks(action: Action, site: Site, call_next: Next) -> Any:
     """
     asynchronous = site.site_context.plan.is_async(action.name)
     if not (action.hooks or action.after):
-        if asynchronous:
-            return Pending(_awaited(action, (), (), call_next))
+        if asynchronous:  # no hooks: the function's coroutine itself, made here
+            result = call_next(action)
+            return Pending(result) if inspect.iscoroutine(result) else result
         return call_next(action)
     registered = site.site_snapshot.hooks
     before = [_hook(registered, name) for name in action.hooks]
@@ -169,7 +171,7 @@ def timeout(action: Action, site: Site, call_next: Next) -> Any:
     limit = None if signature is None else signature.timeout
     if limit is None:
         return call_next(action)
-    if site.site_context.plan.is_async(action.name):  # on the loop: cancel the coroutine
+    if site.site_context.plan.is_async(action.name):  # the loop cancels the coroutine
         return _limited(call_next(action), limit, action)
     try:
         return site.site_context.runtime.call_with_timeout(limit, call_next, action)
