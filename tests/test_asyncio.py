@@ -15,12 +15,14 @@ from typing import Any
 
 import pykka
 import pytest
+from logs import capture_events
 
 from echo_actors import (
     Action,
     ActionTimeoutError,
     CancellationError,
     ExecutionError,
+    Fate,
     Life,
     Plan,
     RetryPolicy,
@@ -327,24 +329,26 @@ def test_ordered_keys_keep_their_order_with_async_functions(
 
 
 def test_every_attempt_settles_once_when_shutdown_cuts_coroutines_short(
-    make_sequence: Callable[..., Sequence],
+    runtime: str, make_sequence: Callable[..., Sequence],
 ) -> None:
     n = 50
-    started = threading.Event()
     count = 0
+    started: list[Any] = []
 
     async def forever(_: Any) -> None:
         nonlocal count
         count += 1
         if count == n:
-            started.set()
+            call, event = started
+            call(event.set)  # from the loop thread into the runtime
         await asyncio.Event().wait()  # never set: only the shutdown ends it
 
     async def quick(i: int) -> int:
         return i
 
     plan = _async_plan(Forever=(Signature("Forever"), forever), Quick=(Signature("Quick"), quick))
-    sequence = make_sequence(plan, sites=2)
+    sequence = make_sequence(plan, sites=2, runtime=runtime)
+    started += [sequence.runtime.threadsafe(), sequence.runtime.event()]
     settled: dict[str, int] = {}
     settler = sequence._run.settler  # type: ignore[union-attr]
     settle = settler.settle
@@ -359,7 +363,7 @@ def test_every_attempt_settles_once_when_shutdown_cuts_coroutines_short(
     settler.settle = counting  # type: ignore[method-assign]
     forever_actions = [Action("Forever", i) for i in range(n)]
     stuck = sequence.submit_many(forever_actions)
-    assert started.wait(LIMIT)
+    assert started[1].wait(LIMIT)
     done = sequence.submit_many([Action("Quick", i) for i in range(n)])
     assert [f.get(timeout=LIMIT) for f in done] == list(range(n))
     handed_back = sequence.shutdown(drain=False, timeout=0.05)
@@ -454,3 +458,28 @@ def test_awaited_results_under_the_thread_runtime_stay_pykka_futures(
         return await future.map(lambda v: v + 2)  # a get hook: awaited in a worker thread
 
     assert asyncio.run(main()) == 3
+
+
+def test_action_events_follow_the_coroutine(make_sequence: Callable[..., Sequence]) -> None:
+    """action_completed / action_failed come when the coroutine ends, not at the hand-over."""
+    async def ok(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    async def bad(_: Any) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("bad")
+
+    plan = _async_plan(Ok=(Signature("Ok"), ok), Bad=(Signature("Bad", retry=NO_RETRY), bad))
+    with capture_events() as events:
+        sequence = make_sequence(plan, sites=1, fate=Fate(action_events=True))
+        assert sequence.submit(Action("Ok", 1)).get(timeout=LIMIT) == 1
+        with pytest.raises(ExecutionError):
+            sequence.submit(Action("Bad")).get(timeout=LIMIT)
+        sequence.join(LIMIT)
+    names = [(e["event"], e["action_name"]) for e in events if "action_name" in e
+             and e["event"].startswith("action_") and e["event"] != "action_dead_lettered"]
+    assert names == [("action_started", "Ok"), ("action_completed", "Ok"),
+                     ("action_started", "Bad"), ("action_failed", "Bad")]
+    [failed] = [e for e in events if e["event"] == "action_failed"]
+    assert "ValueError: bad" in failed["error"]
