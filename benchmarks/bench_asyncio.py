@@ -8,6 +8,11 @@ Sequence of a few Sites (the actions do not hold them while they await), their
 futures awaited by ``asyncio.gather`` in the caller's loop; beside them,
 ``asyncio.gather`` of the same N coroutines in one loop. Figures are elapsed ÷ ideal
 (ideal: one SLEEP) and ours ÷ gather. Not a test: nothing here asserts; it measures.
+
+Where ours spends more than gather: every action is also admitted, dispatched and
+started by a Site (threads sharing the GIL with the loop) and settled; the loop's own
+share is about gather's. At 1,000 that is within a few tens of per cent; at 10,000 the
+submission and dispatch (about 10-20 µs an action here) show.
 """
 
 from __future__ import annotations

@@ -319,12 +319,18 @@ class Sequence:
         await self.shutdown_async(drain=exc_type is None)
 
     async def join_async(self, timeout: float | None = None) -> bool:
-        """:meth:`join` for asyncio: waits in a worker thread, never blocking the loop."""
+        """:meth:`join` for asyncio: waits in a worker thread, never blocking the loop.
+
+        For the thread runtime (gevent's objects belong to their hub's thread).
+        """
         return await asyncio.to_thread(self.join, timeout)
 
     async def shutdown_async(self, drain: bool = True, timeout: float | None = None
                              ) -> list[Action]:
-        """:meth:`shutdown` for asyncio: runs in a worker thread, never blocking the loop."""
+        """:meth:`shutdown` for asyncio: runs in a worker thread, never blocking the loop.
+
+        For the thread runtime, as :meth:`join_async`.
+        """
         return await asyncio.to_thread(self.shutdown, drain, timeout)
 
     def run(self) -> None:
