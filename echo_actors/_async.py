@@ -17,6 +17,7 @@ import _thread
 import asyncio
 import contextlib
 import functools
+import queue
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -78,6 +79,7 @@ class AsyncRunner:
         self._inbox: deque[_Item] = deque()
         self._tasks: dict[Ticket, asyncio.Task[None]] = {}  # the loop thread's alone
         self._others: set[asyncio.Task[None]] = set()  # hooks and the wind-down: theirs too
+        self._calls: set[Any] = set()  # futures of call(): failed if the loop ends first
 
     @property
     def started(self) -> bool:
@@ -108,9 +110,22 @@ class AsyncRunner:
             asyncio.set_event_loop(loop)
             loop.run_forever()
         finally:
+            with self._lock:
+                self._stopped = True  # ended by stop(), or (never) by an escaped error
+            inbox = self._inbox
+            while inbox:  # not a task yet: a stop's wind-down took them all, else now
+                ticket, coroutine, fate, site = inbox.popleft()
+                coroutine.close()
+                self._settle(ticket, ABANDONED, None, fate, site)
+            for ticket in list(self._tasks):  # idem
+                self._settle(ticket, ABANDONED, None, None, -1)
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            call = self._call
+            for future in list(self._calls):  # scheduled too late to run: fail, never hang
+                if call is not None:
+                    call(_fail, future, RuntimeError("the Sequence's event loop stopped"))
             self._ended.release()
 
     # From a Site
@@ -149,6 +164,7 @@ class AsyncRunner:
         future = self._runtime.future()
         call = self._call
         assert call is not None
+        calls = self._calls
 
         async def run() -> None:
             try:
@@ -156,9 +172,19 @@ class AsyncRunner:
             except BaseException as exc:  # noqa: BLE001 - the Site re-raises it
                 call(_fail, future, exc)
             else:
-                call(future.set, value)
+                call(_resolve, future, value)
+            finally:
+                calls.discard(future)
 
-        loop.call_soon_threadsafe(self._spawn, run())
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the Sequence's event loop has stopped (shutting down)")
+            calls.add(future)
+        try:
+            loop.call_soon_threadsafe(self._spawn, run())
+        except RuntimeError:
+            calls.discard(future)
+            raise
         return future.get()
 
     # On the loop thread
@@ -243,4 +269,10 @@ class AsyncRunner:
 
 
 def _fail(future: Any, exc: BaseException) -> None:
-    future.set_exception((type(exc), exc, exc.__traceback__))
+    with contextlib.suppress(queue.Full):  # set already
+        future.set_exception((type(exc), exc, exc.__traceback__))
+
+
+def _resolve(future: Any, value: Any) -> None:
+    with contextlib.suppress(queue.Full):
+        future.set(value)
