@@ -108,6 +108,35 @@ def tpe_noop(n: int, workers: int = 4) -> float:
     return elapsed
 
 
+def tpe_latency(n: int, workers: int = 4) -> list[float]:
+    """Seconds from submit to result for n no-op tasks, one at a time."""
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for _ in range(200):
+            pool.submit(_noop).result()
+        out = []
+        for _ in range(n):
+            started = time.perf_counter()
+            pool.submit(_noop).result()
+            out.append(time.perf_counter() - started)
+    return out
+
+
+def pykka_ask_latency(n: int) -> list[float]:
+    """Seconds for n asks of one pykka ThreadingActor, one at a time."""
+    [ref] = _start_actors(_EchoActor, 1)
+    try:
+        for i in range(200):
+            ref.ask(i)
+        out = []
+        for i in range(n):
+            started = time.perf_counter()
+            ref.ask(i)
+            out.append(time.perf_counter() - started)
+        return out
+    finally:
+        _stop_actors([ref])
+
+
 def pykka_pool_noop(n: int, actors: int = 4) -> float:
     """Ask n messages round-robin over plain pykka echo actors, then get all; timed."""
     refs = _start_actors(_EchoActor, actors)

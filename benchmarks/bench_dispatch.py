@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Dispatch benchmarks: no-op throughput, skewed makespan, affinity under skew.
+"""Dispatch benchmarks: no-op throughput, latency, skewed makespan, affinity under skew.
 
 Each figure is printed beside the anchors' from the same run, as ratios:
 
@@ -137,13 +137,52 @@ def skew_section(runs: int) -> None:
         print(f"{name:34} {best / bound:5.2f}x bound  (median {median / bound:5.2f}x)")
 
 
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    samples = sorted(samples)
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def ours_latency(n: int, sites: int = 4) -> list[float]:
+    """Seconds from submit to result, one action at a time."""
+    with Sequence(PLAN, sites=sites, fate=Fate()) as sequence:
+        for i in range(200):  # warm up: threads started, caches filled
+            sequence.submit(Action("Noop", i)).get(timeout=10)
+        out = []
+        for i in range(n):
+            started = time.perf_counter()
+            sequence.submit(Action("Noop", i)).get(timeout=10)
+            out.append(time.perf_counter() - started)
+        return out
+
+
+def latency_section(n: int, runs: int) -> None:
+    """One action submitted, its result awaited, repeated: p50 and p99 beside the anchors."""
+    print(f"\n== latency: {n:,} actions one at a time, submit to result "
+          f"(best p50 of {runs}) ==")
+    rows = [
+        ("ThreadPoolExecutor(4)", lambda: _anchors.tpe_latency(n, 4)),
+        ("pykka ask", lambda: _anchors.pykka_ask_latency(n)),
+        ("echo_actors submit", lambda: ours_latency(n)),
+    ]
+    results = {}
+    for name, fn in rows:
+        best = min((_percentiles(fn()) for _ in range(runs)), key=lambda p: p[0])
+        results[name] = best
+    ask = results["pykka ask"][0]
+    for name, (p50, p99) in results.items():
+        print(f"{name:31} p50 {p50 * 1e6:7.1f} us  p99 {p99 * 1e6:7.1f} us  "
+              f"{p50 / ask:5.2f}x pykka ask (p50)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--actions", type=int, default=20_000)
+    parser.add_argument("--latency", type=int, default=5_000, help="actions for latency")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     noop_section(args.actions, args.runs)
+    latency_section(args.latency, args.runs)
     skew_section(args.runs)
 
 

@@ -16,6 +16,8 @@ __all__ = [
     "Batch",
     "Cancel",
     "Done",
+    "Grant",
+    "Granted",
     "HandBack",
     "KeyFree",
     "LifeChanged",
@@ -37,6 +39,7 @@ class Batch(msgspec.Struct, frozen=True):
     site: int
     urn: str
     tickets: list[Any]
+    direct: bool = False  # sent by a submitter under a Grant
 
 
 class Done(msgspec.Struct, frozen=True):
@@ -67,6 +70,22 @@ class SiteStarted(msgspec.Struct, frozen=True):
 
     site: int
     ref: Any
+
+
+class Grant(msgspec.Struct, frozen=True):
+    """A token the dispatcher leaves on its desk: Site ``site`` (``urn``) idles with nothing
+    queued, so one submitter may send it one ticket directly (one hop instead of two)."""
+
+    site: int
+    urn: str
+    ref: Any
+
+
+class Granted(msgspec.Struct, frozen=True):
+    """Dispatcher: a submitter sent ``ticket`` to a Site under ``grant``; track it."""
+
+    grant: Grant
+    ticket: Any
 
 
 class Requeue(msgspec.Struct, frozen=True):

@@ -171,11 +171,14 @@ class Settler:
         ``next``). With a ``tally``, counts and acknowledgements wait for
         :meth:`flush`. Never raises for the action's sake.
         """
-        with _claims:
-            state = ticket.state
-            if state == ENDED or (outcome == CANCELLED and state in (RUNNING, AWAITING)):
-                return False  # ended already, or started: what runs finishes
-            ticket.state = ENDED
+        if ticket.state == RUNNING and outcome != CANCELLED:
+            ticket.state = ENDED  # a running ticket is its runner's alone: no race to lose
+        else:
+            with _claims:
+                state = ticket.state
+                if state == ENDED or (outcome == CANCELLED and state in (RUNNING, AWAITING)):
+                    return False  # ended already, or started: what runs finishes
+                ticket.state = ENDED
         own = tally is None
         if own:
             tally = Tally()

@@ -184,6 +184,11 @@ class Plan:
         """The declared action names, sorted."""
         return sorted(self._signatures)
 
+    @property
+    def has_timeouts(self) -> bool:
+        """Whether any signature sets a ``timeout``."""
+        return any(s.timeout is not None for s in self._signatures.values())
+
     def signature(self, name: str) -> Signature | None:
         """The signature of ``name``, or None."""
         return self._signatures.get(name)

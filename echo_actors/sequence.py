@@ -435,6 +435,9 @@ class Sequence:
         if fate.license_keys:
             run.context.admit(ticket)
         run.ledger.admit()
+        if (action.key is None and action.delay <= 0 and run.desk.grants
+                and not run.settler.cancelling and run.desk.send_direct(ticket)):
+            return future
         run.settler.enqueue(ticket)
         return future
 

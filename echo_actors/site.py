@@ -107,10 +107,17 @@ class Site(pykka.Actor):
         self._site_build()
 
     def _site_build(self) -> None:
-        self.site_snapshot = self.site_context.life.published
-        events = self.site_snapshot.fate.action_events
-        steps: list[pipeline.Step] = [pipeline.events] if events else []
-        steps += [pipeline.license, *self.site_context.steps, pipeline.hooks, pipeline.timeout]
+        """Compose the pipeline for Life's current snapshot, leaving out steps with nothing
+        to do under it (no license keys, no events, no signature with a timeout)."""
+        context = self.site_context
+        self.site_snapshot = snapshot = context.life.published
+        fate = snapshot.fate
+        steps: list[pipeline.Step] = [pipeline.events] if fate.action_events else []
+        if fate.license_keys:
+            steps.append(pipeline.license)
+        steps += [*context.steps, pipeline.hooks]
+        if context.plan.has_timeouts:
+            steps.append(pipeline.timeout)
         self._site_call = pipeline.compose(steps, self, self._site_receive)
 
     def _site_receive(self, action: Action) -> Any:
@@ -161,7 +168,9 @@ class Site(pykka.Actor):
             try:
                 settler.flush(tally)
             finally:
-                self.site_context.desk.post(Done(self.site_index, ran, tally.failed))
+                done = Done(self.site_index, ran, tally.failed)
+                desk = self.site_context.desk
+                desk.note(done) if batch.direct else desk.post(done)
 
     def _site_attempt(self, ticket: Ticket, settler: Settler, tally: Tally) -> None:
         outcome, value = CRASHED, None

@@ -16,7 +16,7 @@ import structlog
 
 from echo_actors import Fate, Life, Plan, Sequence, Site
 from echo_actors.dispatcher import Dispatcher
-from echo_actors.runtime import get_runtime
+from echo_actors.runtime import Runtime, get_runtime
 
 LIMIT = 10.0
 """Seconds any wait in these tests may take before it counts as a failure."""
@@ -27,6 +27,19 @@ def runtime(request: pytest.FixtureRequest) -> str:
     """The name of the runtime a behavioural test runs on."""
     name: str = request.param
     return name
+
+
+@pytest.fixture(
+    params=["thread", "gevent", "simulation"], ids=["thread", "gevent", "simulation"]
+)
+def every_runtime(request: pytest.FixtureRequest) -> Runtime:
+    """A runtime object, one per runtime; pass it to Sequences, and make events with it.
+
+    A simulation runtime is a fresh ``SimulationRuntime`` (seed 0): the events,
+    futures and Sequences of one test must share it, so tests take the object,
+    not its name. Waiting on its events or futures drives its virtual clock.
+    """
+    return get_runtime(request.param)
 
 
 @pytest.fixture(autouse=True)

@@ -541,3 +541,89 @@ def test_redis_nonce_store_claims_and_fails_closed(client) -> None:
         RedisNonceStore(dead).claim("n", "a", time.time() + 60)
     with pytest.raises(LicenseError, match="could not be recorded"):
         verify(sign(Action("A"), "k"), ["k"], nonces=RedisNonceStore(dead), admission="a")
+
+
+# A running Sequence and the command line, under arbitrary input
+
+
+_SIMULATED: dict[str, Any] = {}
+
+
+def _simulated_sequence() -> Any:
+    """One Sequence on the simulation clock for every example (delays cost no wall time)."""
+    from echo_actors import Sequence  # noqa: PLC0415
+
+    if "sequence" not in _SIMULATED:
+        plan = (Plan().with_signature(Signature("A")).with_function("A", lambda x: x)
+                .with_signature(Signature("B")).with_function("B", lambda x: [x, x]))
+        sequence = Sequence(plan.build(), sites=2, runtime="simulation",
+                            fate=Fate(runtime="simulation", backoff_base=0.001))
+        _SIMULATED["sequence"] = sequence.start()
+    return _SIMULATED["sequence"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_simulated() -> Iterator[None]:
+    yield
+    sequence = _SIMULATED.pop("sequence", None)
+    if sequence is not None:
+        sequence.shutdown(drain=False)
+
+
+@PROPERTY
+@given(action=_actions(), name=st.sampled_from(["A", "B", "C"]))
+def test_arbitrary_actions_submitted_are_refused_or_end(action: Action | None, name: str) -> None:
+    """Any Action submitted is refused with an EchoError, or ends: a value or an EchoError."""
+    if action is None:
+        return
+    sequence = _simulated_sequence()
+    action = action.replace(name=name)  # one the plan serves, or not (C)
+    future = _outcome(sequence.submit, action)
+    if isinstance(future, EchoError):
+        assert isinstance(future, ValidationError)
+        return
+    ended = _outcome(future.get, timeout=LIMIT)  # a value, or the final EchoError
+    assert not isinstance(ended, EchoError) or ended.kind in {
+        "routing", "license", "validation", "execution", "decode", "encode"}
+
+
+def test_the_sequence_still_runs_after_the_hostile_examples() -> None:
+    """After every hostile example: the same Sequence runs a plain action, nothing leaked."""
+    sequence = _simulated_sequence()
+    assert sequence.submit(Action("A", "still here")).get(timeout=LIMIT) == "still here"
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert stats.outstanding == 0
+    assert stats.accepted == stats.completed + stats.dead_lettered + stats.cancelled
+
+
+_lines = (
+    _documents.map(lambda d: msgspec.json.encode(d).decode())
+    | st.text(max_size=40).filter(lambda t: "\n" not in t and "\r" not in t)
+)
+
+
+@settings(max_examples=5, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(lines=st.lists(_lines, min_size=1, max_size=60))
+def test_arbitrary_files_cost_one_bad_line_each(lines: list[str], tmp_path_factory: Any) -> None:
+    """`echo-actors run` on arbitrary lines: no traceback, and every line is counted once."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    lines = [line for line in lines if line.strip()] or ['{"name": "Read"}']
+    path = tmp_path_factory.mktemp("hostile") / "actions.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
+    script = Path(sys.executable).parent / "echo-actors"
+    quickstart = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+    done = subprocess.run(
+        [str(script), "run", f"{quickstart}:plan", str(path), "--json", "--no-progress"],
+        capture_output=True, text=True, timeout=LIMIT, check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode in (0, 1), done.stderr
+    summary = msgspec.json.decode(done.stdout.splitlines()[-1])
+    assert summary["completed"] + summary["dead_lettered"] + summary["bad_lines"] == len(lines)

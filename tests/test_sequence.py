@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ from echo_actors import (
     ValidationError,
     sign,
 )
-from echo_actors.runtime import get_runtime
+from echo_actors.runtime import Runtime, get_runtime
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -351,7 +352,9 @@ def test_unknown_hook_is_a_routing_error(
 # Delay
 
 
-def test_delayed_action_does_not_hold_a_site(runtime: str, make_sequence: MakeSequence) -> None:
+def test_delayed_action_does_not_hold_a_site(
+    every_runtime: Runtime, make_sequence: MakeSequence
+) -> None:
     """A delayed action waits on a timer: on 1 Site, an action submitted after it runs first."""
     order: list[str] = []
 
@@ -359,14 +362,33 @@ def test_delayed_action_does_not_hold_a_site(runtime: str, make_sequence: MakeSe
         order.append(content)
         return content
 
-    sequence = make_sequence(_plan(Record=record), sites=1, runtime=runtime)
-    delayed = sequence.submit(Action("Record", "delayed", delay=0.2))
-    prompt = sequence.submit(Action("Record", "prompt"))
-    assert prompt.get(timeout=LIMIT) == "prompt"
-    assert delayed.get(timeout=LIMIT) == "delayed"
-    assert order == ["prompt", "delayed"]
-    assert sequence.join(LIMIT)
-    assert sequence.stats().completed == 2
+    sequence = make_sequence(_plan(Record=record), sites=1, runtime=every_runtime)
+    delayed = Action("Record", "delayed", delay=10 * LIMIT)  # due long after this test
+    future = sequence.submit(delayed)
+    assert sequence.submit(Action("Record", "prompt")).get(timeout=LIMIT) == "prompt"
+    stats = sequence.stats()
+    assert (stats.completed, stats.waiting, stats.outstanding) == (1, 1, 1)
+    assert order == ["prompt"]
+    assert [a.id for a in sequence.shutdown(drain=False, timeout=LIMIT)] == [delayed.id]
+    with pytest.raises(CancellationError):
+        future.get(timeout=LIMIT)
+    assert order == ["prompt"]
+
+
+def test_delay_is_kept_in_virtual_time(make_sequence: MakeSequence) -> None:
+    """On the simulation runtime a delayed action runs at its due time, after a prompt one."""
+    rt = get_runtime("simulation")
+    ran_at: list[tuple[str, float]] = []
+
+    def record(content: str) -> str:
+        ran_at.append((content, rt.monotonic()))
+        return content
+
+    sequence = make_sequence(_plan(Record=record), sites=1, runtime=rt)
+    delayed = sequence.submit(Action("Record", "delayed", delay=30.0))
+    assert sequence.submit(Action("Record", "prompt")).get(timeout=LIMIT) == "prompt"
+    assert delayed.get(timeout=60.0) == "delayed"
+    assert ran_at == [("prompt", 0.0), ("delayed", 30.0)]
 
 
 # Chaining
@@ -461,6 +483,42 @@ def test_shutdown_without_drain_cancels_what_has_not_started(
     assert (stats.cancelled, stats.completed, stats.outstanding) == (10, 1, 0)
     with pytest.raises(RuntimeError):
         sequence.submit(Action("Work", 99))
+
+
+def test_shutdown_without_drain_hands_back_a_blocked_sites_mailbox(
+    every_runtime: Runtime, make_sequence: MakeSequence, spawn: Spawn
+) -> None:
+    """A Site blocked with a full mailbox: what waits in it is cancelled and handed back too."""
+    rt = every_runtime
+    started, gate = rt.event(), rt.event()
+
+    def work(n: int) -> int:
+        if n == 0:
+            started.set()
+            assert gate.wait(LIMIT), "gate never opened"
+        return n
+
+    sequence = make_sequence(_plan(Work=work), sites=1, fate=Fate(mailbox_window=4), runtime=rt)
+    queued = [Action("Work", n) for n in range(1, 7)]
+    first, *futures = sequence.submit_many([Action("Work", 0), *queued])
+    try:
+        assert started.wait(LIMIT)
+        stats = sequence.stats()
+        assert stats.queued > 0 and stats.sites[0].depth > 1  # some in the mailbox, some not
+        stopping = spawn(rt, sequence.shutdown, False, 5.0)
+        with pytest.raises(CancellationError):  # the last one never reached the mailbox
+            futures[-1].get(timeout=LIMIT)
+    finally:
+        gate.set()  # the Site goes on to its mailbox while the shutdown cancels
+    handed_back = stopping.get(timeout=LIMIT)
+    assert first.get(timeout=LIMIT) == 0
+    assert sorted(a.content for a in handed_back) == [1, 2, 3, 4, 5, 6]
+    assert {a.id for a in handed_back} == {a.id for a in queued}
+    for future in futures:
+        with pytest.raises(CancellationError):
+            future.get(timeout=LIMIT)
+    stats = sequence.stats()
+    assert (stats.cancelled, stats.completed, stats.outstanding) == (6, 1, 0)
 
 
 def test_shutdown_with_drain_waits_for_retries_and_delays(
@@ -633,7 +691,7 @@ def test_requeue_dead_letters(runtime: str, make_sequence: MakeSequence) -> None
     assert sequence.requeue() == []
     assert sequence.join(LIMIT)
     stats = sequence.stats()
-    assert stats.completed == 3 and stats.accepted == stats.completed + stats.dead_lettered
+    assert (stats.accepted, stats.completed, stats.dead_lettered) == (6, 3, 3)
 
 
 def test_requeued_action_starts_from_attempt_one(make_sequence: MakeSequence) -> None:
@@ -695,26 +753,48 @@ def test_stats_before_start(make_sequence: MakeSequence) -> None:
     assert sequence.dead_letters() == []
 
 
-def test_depth_accounting(runtime: str, make_sequence: MakeSequence) -> None:
-    """Site depths are never negative, add up, and are all 0 once everything has ended."""
+def test_depth_counts_what_waits_for_a_site(runtime: str, make_sequence: MakeSequence) -> None:
+    """A blocked Site's depth is what it holds (its mailbox window); the rest waits queued."""
+    rt = get_runtime(runtime)
+    started, gate = rt.event(), rt.event()
+
+    def work(n: int) -> int:
+        if n == 0:
+            started.set()
+            assert gate.wait(LIMIT), "gate never opened"
+        return n
+
+    sequence = make_sequence(_plan(Work=work), sites=1, fate=Fate(mailbox_window=4),
+                             runtime=runtime)
+    futures = sequence.submit_many([Action("Work", n) for n in range(10)])
+    try:
+        assert started.wait(LIMIT)
+        stats = sequence.stats()
+        [site] = stats.sites
+        # The running action and three behind it fill the window; six wait in the production.
+        assert (site.depth, site.in_mailbox, site.backlog) == (4, 4, 0)
+        assert (stats.queued, stats.outstanding, stats.completed) == (6, 10, 0)
+    finally:
+        gate.set()
+    assert [f.get(timeout=LIMIT) for f in futures] == list(range(10))
+    assert sequence.join(LIMIT)
+    [site] = sequence.stats().sites
+    assert (site.depth, site.in_mailbox, site.processed) == (0, 0, 10)
+
+
+def test_depths_are_zero_once_everything_ended(runtime: str, make_sequence: MakeSequence) -> None:
+    """1,250 actions, keyed and not, on 3 Sites: exact results, every Site empty at the end."""
     sequence = make_sequence(_plan(Echo=_identity), sites=3, runtime=runtime)
     futures: list[Any] = []
-    samples = []
-    for round_ in range(5):
+    expected: list[Any] = []
+    for _ in range(5):
         futures += sequence.submit_many([Action("Echo", n) for n in range(200)])
-        futures += [sequence.submit(Action("Echo", n, key=f"k{n % 4}")) for n in range(50)]
-        samples.append(sequence.stats())
-        futures[round_ * 250].get(timeout=LIMIT)
-    assert all(f.get(timeout=LIMIT) is not None for f in futures)
+        futures += [sequence.submit(Action("Echo", -n, key=f"k{n % 4}")) for n in range(50)]
+        expected += [*range(200), *(-n for n in range(50))]
+    assert [f.get(timeout=LIMIT) for f in futures] == expected
     assert sequence.join(LIMIT)
-    samples.append(sequence.stats())
-    for stats in samples:
-        for site in stats.sites:
-            assert site.depth >= 0 and site.in_mailbox >= 0 and site.backlog >= 0
-            assert site.depth == site.in_mailbox + site.backlog
-    final = samples[-1]
-    assert [s.depth for s in final.sites] == [0, 0, 0]
-    assert [s.in_mailbox for s in final.sites] == [0, 0, 0]
+    final = sequence.stats()
+    assert [(s.depth, s.in_mailbox, s.backlog) for s in final.sites] == [(0, 0, 0)] * 3
     assert sum(s.processed for s in final.sites) == final.completed == 1250
 
 
@@ -773,8 +853,12 @@ def test_custom_site_receive_is_used(runtime: str, make_sequence: MakeSequence) 
     sequence = make_sequence(_plan(Add=lambda n: n + 1), site=TaggingSite, sites=2, runtime=runtime)
     results = [f.get(timeout=LIMIT) for f in [sequence.submit(Action("Add", n)) for n in range(20)]]
     assert [value for _, value in results] == list(range(1, 21))
-    assert {index for index, _ in results} <= {0, 1}
-    assert sequence.submit(Action("Custom")).get(timeout=LIMIT) in {"custom on 0", "custom on 1"}
+    ran_on = Counter(index for index, _ in results)
+    custom = sequence.submit(Action("Custom")).get(timeout=LIMIT)
+    ran_on[int(custom.removeprefix("custom on "))] += 1
+    assert sequence.join(LIMIT)
+    # Each Site reported its own index: the tally matches what each Site processed.
+    assert [s.processed for s in sequence.stats().sites] == [ran_on[0], ran_on[1]]
 
 
 def test_two_sequences_share_nothing(runtime: str, make_sequence: MakeSequence) -> None:
@@ -784,8 +868,10 @@ def test_two_sequences_share_nothing(runtime: str, make_sequence: MakeSequence) 
     second = make_sequence(plan, sites=1, runtime=runtime)
     assert first.life is not second.life
     first.life.register_hook("only-first", lambda action: None)
-    assert [f.get(timeout=LIMIT) for f in first.submit_many([Action("Echo", n) for n in range(5)])]
-    assert [f.get(timeout=LIMIT) for f in second.submit_many([Action("Echo", n) for n in range(3)])]
+    assert [f.get(timeout=LIMIT) for f in first.submit_many([Action("Echo", n) for n in range(5)])
+            ] == list(range(5))
+    assert [f.get(timeout=LIMIT) for f in second.submit_many([Action("Echo", n) for n in range(3)])
+            ] == list(range(3))
     assert first.join(LIMIT) and second.join(LIMIT)
     assert (first.stats().completed, second.stats().completed) == (5, 3)
     with pytest.raises(RoutingError):
@@ -846,9 +932,10 @@ def test_idle_site_steals_from_a_busy_one(runtime: str, make_sequence: MakeSeque
     assert [f.get(timeout=LIMIT) for f in futures] == list(range(40))
     assert sequence.join(LIMIT)
     sites = sequence.stats().sites
-    assert sum(s.steals_in for s in sites) > 0
-    assert sum(s.steals_in for s in sites) == sum(s.steals_out for s in sites)
     assert all(s.processed > 0 for s in sites)
+    # All 40 were routed to the key's Site; the other one ran only what it stole. Each
+    # Site processed what was routed to it, plus what it stole, less what was stolen from it.
+    assert sorted(s.processed - s.steals_in + s.steals_out for s in sites) == [0, 40]
 
 
 def test_no_stealing_when_disabled(runtime: str, make_sequence: MakeSequence) -> None:
@@ -868,12 +955,15 @@ def test_concurrent_shutdowns_stop_once(make_sequence: MakeSequence, spawn: Spaw
     gate = threading.Event()
     sequence = make_sequence(_plan(Wait=lambda content: gate.wait(LIMIT)), sites=1)
     future = sequence.submit(Action("Wait"))
-    first = spawn("thread", sequence.shutdown, True, LIMIT)
-    second = spawn("thread", sequence.shutdown, True, LIMIT)
-    gate.set()
-    assert first.get(timeout=LIMIT) == [] and second.get(timeout=LIMIT) == []
+    with capture_events() as logs:
+        first = spawn("thread", sequence.shutdown, True, LIMIT)
+        second = spawn("thread", sequence.shutdown, True, LIMIT)
+        gate.set()
+        assert first.get(timeout=LIMIT) == [] and second.get(timeout=LIMIT) == []
     assert future.get(timeout=LIMIT) is True
     assert sequence.stats().completed == 1
+    assert [e["event"] for e in logs].count("sequence_stopped") == 1
+    assert not sequence.supervisor.is_alive()  # type: ignore[union-attr]
 
 
 def test_signature_timeout_under_gevent(make_sequence: MakeSequence) -> None:
@@ -904,20 +994,30 @@ def test_signature_timeout_under_gevent(make_sequence: MakeSequence) -> None:
 
 def test_signature_timeout_under_threads(make_sequence: MakeSequence) -> None:
     """Under threads the function runs to completion, then the attempt fails as a timeout."""
-    gate = threading.Event()
+    finished: list[str] = []
 
-    def slow(content: Any) -> str:
-        gate.wait(LIMIT)  # released at once: the point is that it took longer than 0 s
-        return "finished"
+    def slow(content: str) -> str:
+        start = time.monotonic()
+        while time.monotonic() == start:  # the work: it lasts at least one tick of the clock
+            pass
+        finished.append(content)
+        return content
 
+    once = RetryPolicy(max_attempts=1)
     plan = (
         Plan()
-        .with_signature(Signature("Slow", timeout=1e-9, retry=RetryPolicy(max_attempts=1)))
+        .with_signature(Signature("Slow", timeout=1e-9, retry=once))  # under one tick
         .with_function("Slow", slow)
+        .with_signature(Signature("Roomy", timeout=LIMIT, retry=once))
+        .with_function("Roomy", slow)
         .build()
     )
     sequence = make_sequence(plan, runtime="thread", sites=1)
-    gate.set()
     with pytest.raises(ActionTimeoutError):
-        sequence.submit(Action("Slow")).get(timeout=LIMIT)
+        sequence.submit(Action("Slow", "slow")).get(timeout=LIMIT)
+    assert finished == ["slow"]  # it ran to its end before the attempt failed
+    assert sequence.submit(Action("Roomy", "roomy")).get(timeout=LIMIT) == "roomy"
+    assert finished == ["slow", "roomy"]
+    [letter] = sequence.dead_letters()
+    assert (letter.error_kind, letter.action.name) == ("timeout", "Slow")
     assert sequence.stats().sites[0].alive
