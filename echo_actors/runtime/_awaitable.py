@@ -60,24 +60,21 @@ class Awaitable:
                 fn(self)
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return _wait(self).__await__()
-
-
-async def _wait(future: Any) -> Any:
-    if not future.done():
-        if getattr(future, "_get_hook", None) is not None:  # pykka's map/filter: get() computes
-            return await asyncio.to_thread(future.get)
-        loop = asyncio.get_running_loop()
-        bridge: _Bridge | None = getattr(loop, _BRIDGE, None)
-        if bridge is None:  # made by the loop's own thread: no race
-            bridge = _Bridge(loop)
-            setattr(loop, _BRIDGE, bridge)
-        waiter: asyncio.Future[None] = loop.create_future()
-        future.add_done_callback(functools.partial(bridge.wake, waiter))
-        await waiter  # cancelled: only this wait ends; the action runs on
-        if getattr(future, "_get_hook", None) is not None:  # hooked meanwhile
-            return await asyncio.to_thread(future.get)
-    return future.get(timeout=0)
+        """Wait for the value without blocking the loop (a get hook's ``get()`` runs in a
+        worker thread); cancelling the wait leaves the action running."""
+        if not self.done() and getattr(self, "_get_hook", None) is None:
+            loop = asyncio.get_running_loop()
+            bridge: _Bridge | None = getattr(loop, _BRIDGE, None)
+            if bridge is None:  # made by the loop's own thread: no race
+                bridge = _Bridge(loop)
+                setattr(loop, _BRIDGE, bridge)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self.add_done_callback(functools.partial(bridge.wake, waiter))
+            yield from waiter  # cancelled: only this wait ends; the action runs on
+        get = self.get  # type: ignore[attr-defined]
+        if getattr(self, "_get_hook", None) is not None:  # pykka's map/filter: get() computes
+            return (yield from asyncio.ensure_future(asyncio.to_thread(get)))
+        return get(timeout=0)
 
 
 _BRIDGE = "_echo_actors_bridge"
