@@ -19,7 +19,7 @@ from typing import Any
 from echo_actors._ledger import Ledger
 from echo_actors._logging import get_logger
 from echo_actors._messages import KeyFree, Requeue
-from echo_actors._ticket import ENDED, RUNNING, Ticket, _claims
+from echo_actors._ticket import AWAITING, ENDED, RUNNING, Ticket, _claims
 from echo_actors.action import Action
 from echo_actors.dead_letter import DeadLetter
 from echo_actors.errors import CancellationError, CrashError, EchoError, ExecutionError, error_kind
@@ -29,13 +29,18 @@ from echo_actors.plan import Plan, RetryPolicy
 from echo_actors.production import Production
 from echo_actors.runtime import Scheduler, TimerHandle
 
-__all__ = ["CANCELLED", "COMPLETED", "CRASHED", "FAILED", "Settler", "Tally"]
+__all__ = ["ABANDONED", "CANCELLED", "COMPLETED", "CRASHED", "FAILED", "Settler", "Tally"]
 
 _log = get_logger("echo_actors.sequence")
 
 COMPLETED, FAILED, CRASHED, CANCELLED = "completed", "failed", "crashed", "cancelled"
 """Outcomes of an attempt: a result; an error (retried or dead-lettered); the Site died
-running it (requeued, the attempt counted); never started (handed back)."""
+running it (requeued, the attempt counted); never started (handed back).
+
+ABANDONED: a coroutine cut short because the Sequence's event loop stopped under it (a
+shutdown whose timeout ran out): handed back like a cancelled action."""
+
+ABANDONED = "abandoned"
 
 
 class Tally:
@@ -163,7 +168,8 @@ class Settler:
     ) -> bool:
         """End this attempt of ``ticket`` with ``outcome``; False if it had ended already.
 
-        A cancellation only ends a ticket that has not started. ``value`` is
+        A cancellation only ends a ticket that has not started (ABANDONED ends
+        one whose coroutine the stopping event loop cut short). ``value`` is
         the result (COMPLETED) or the exception (FAILED, CRASHED);
         ``fate`` is the runner's snapshot (retry policy, license key for
         ``next``). With a ``tally``, counts and acknowledgements wait for
@@ -174,7 +180,7 @@ class Settler:
         else:
             with _claims:
                 state = ticket.state
-                if state == ENDED or (outcome == CANCELLED and state == RUNNING):
+                if state == ENDED or (outcome == CANCELLED and state in (RUNNING, AWAITING)):
                     return False  # ended already, or started: what runs finishes
                 ticket.state = ENDED
         own = tally is None
@@ -184,7 +190,7 @@ class Settler:
         try:
             if outcome == COMPLETED:
                 self._completed(ticket, value, fate, tally)
-            elif outcome == CANCELLED:
+            elif outcome in (CANCELLED, ABANDONED):
                 self._cancelled(ticket, tally)
             else:
                 self._failed(ticket, value, outcome == CRASHED, fate, tally, site)

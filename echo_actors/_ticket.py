@@ -8,16 +8,18 @@ from typing import Any
 
 from echo_actors.action import Action
 
-__all__ = ["ENDED", "QUEUED", "RUNNING", "SENT", "Ticket"]
+__all__ = ["AWAITING", "ENDED", "QUEUED", "RUNNING", "SENT", "Ticket"]
 
-QUEUED, SENT, RUNNING, ENDED = 0, 1, 2, 3
-"""A ticket's states: waiting (production, backlog, timer); in a mailbox; running; settled."""
+QUEUED, SENT, RUNNING, ENDED, AWAITING = 0, 1, 2, 3, 4
+"""A ticket's states: waiting (production, backlog, timer); in a mailbox; running; settled;
+started, and its coroutine handed to the Sequence's event loop (which alone settles it)."""
 
 _claims = threading.Lock()
 """Guards the transitions out of QUEUED and SENT, the only states two parties may race for:
 a Site starting a ticket, the dispatcher taking an unstarted one back (stealing, a crashed
 Site) and a cancellation. It is never held across a call that could switch greenlets.
-RUNNING belongs to the Site that claimed it, and only that Site settles it."""
+RUNNING belongs to the Site that claimed it, and only that Site settles it, unless it hands
+the ticket to the event loop (AWAITING): from then on only the loop's runner settles it."""
 
 
 class Ticket:

@@ -43,10 +43,13 @@ from echo_actors._messages import (
     Wake,
 )
 from echo_actors._settle import CANCELLED, Settler
-from echo_actors._ticket import ENDED, QUEUED, RUNNING, SENT, Ticket, _claims
+from echo_actors._ticket import AWAITING, ENDED, QUEUED, RUNNING, SENT, Ticket, _claims
 from echo_actors.production import Production
 
 __all__ = ["Desk", "Dispatcher", "SiteStats"]
+
+_GONE = (ENDED, AWAITING)
+"""States of tickets a Site no longer holds: settled, or awaiting on the event loop."""
 
 _log = get_logger("echo_actors.dispatcher")
 
@@ -222,7 +225,7 @@ class Dispatcher(pykka.Actor):
         # A predecessor may have crashed between sending a batch and recording it, or with
         # a wake-up pending: reconcile from the tickets' own states, then read the desk.
         for slot in self._slots:
-            slot.inflight = deque(t for t in slot.inflight if t.state != ENDED)
+            slot.inflight = deque(t for t in slot.inflight if t.state not in _GONE)
             if slot.alive and (slot.ref is None or not slot.ref.is_alive()):
                 self._site_exited(SiteExited(slot.site, slot.urn, "crash"))
         self._idle = {s for s in self._slots if s.alive and not s.inflight}
@@ -400,7 +403,7 @@ class Dispatcher(pykka.Actor):
                     if ticket.state == SENT and not ticket.holds_key:
                         ticket.state, ticket.batch = QUEUED, None
                         stolen.append(ticket)
-                    elif ticket.state != ENDED:
+                    elif ticket.state not in _GONE:
                         keep.append(ticket)
             inflight.extend(reversed(keep))
         stolen.reverse()
@@ -438,7 +441,7 @@ class Dispatcher(pykka.Actor):
     def _done(self, event: Done) -> None:
         slot = self._slots[event.site]
         inflight = slot.inflight
-        while inflight and inflight[0].state == ENDED:
+        while inflight and inflight[0].state in _GONE:
             inflight.popleft()
         slot.processed += event.ran - event.failed
         slot.failed += event.failed
@@ -482,7 +485,7 @@ class Dispatcher(pykka.Actor):
                 if ticket.state == SENT and batch is not None and batch.urn == urn:
                     ticket.state, ticket.batch = QUEUED, None
                     back.append(ticket)
-                elif ticket.state != ENDED:
+                elif ticket.state not in _GONE:
                     keep.append(ticket)
         slot.inflight = keep
         slot.backlog.extendleft(reversed(back))
@@ -499,7 +502,7 @@ class Dispatcher(pykka.Actor):
         elif batch is not None and (not slot.alive or batch.urn != slot.urn):
             if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
                 slot.backlog.appendleft(ticket)
-        elif ticket.state != ENDED:
+        elif ticket.state not in _GONE:
             slot.inflight.append(ticket)
             self._idle.discard(slot)
 
@@ -524,7 +527,10 @@ class Dispatcher(pykka.Actor):
             ticket = waiting.popleft()
             if ticket.state == QUEUED:
                 ticket.holds_key = True
-                self._slot_for(event.key).backlog.append(ticket)
+                slot = self._slot_for(event.key)
+                slot.backlog.append(ticket)
+                if not slot.inflight:  # idle: its Done came before (an awaiting action)
+                    self._feed(slot, self._window)
                 return
         desk.waiting_keys.pop(event.key, None)
         desk.busy_keys.discard(event.key)

@@ -10,12 +10,22 @@ Dramatiq's middleware and structlog's processors. Echo's order is kept:
 (the delay is served before, by a timer; the result, retry and ``next`` after,
 by the one place that ends an attempt). Pass your own steps with
 ``Sequence(..., steps=[...])``: rate limits, metrics, tracing.
+
+An action served by an ``async def`` function does not hold its Site while it
+awaits: from ``hooks`` inwards the pipeline becomes one coroutine, awaited on
+the Sequence's event loop thread (with hooks, all of them run there too, then
+``timeout``, ``Site.receive`` and the function, in that order; without, the
+function's coroutine is made on the Site), and the steps before ``hooks`` see
+``call_next`` return a :class:`Pending` at once. ``async`` hooks around a plain function are
+awaited on that loop while the Site waits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from echo_actors._logging import get_logger
@@ -26,7 +36,7 @@ from echo_actors.license import verify
 if TYPE_CHECKING:
     from echo_actors.site import Site
 
-__all__ = ["Next", "Step", "compose", "events", "hooks", "license", "timeout"]
+__all__ = ["Next", "Pending", "Step", "compose", "events", "hooks", "license", "timeout"]
 
 _log = get_logger("echo_actors.site")
 
@@ -35,6 +45,23 @@ Next = Callable[[Action], Any]
 
 Step = Callable[[Action, "Site", Next], Any]
 """One step: ``step(action, site, call_next)`` returns the result or raises."""
+
+
+class Pending:
+    """What ``call_next`` returns for an action served by an ``async def`` function.
+
+    ``coroutine`` is the rest of the pipeline; the Site hands it to the
+    Sequence's event loop, and the attempt ends when it does. A step that
+    wants to act at that end wraps it in a coroutine of its own.
+    """
+
+    __slots__ = ("coroutine",)
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+
+    def __repr__(self) -> str:
+        return f"<Pending {self.coroutine!r}>"
 
 
 def events(action: Action, site: Site, call_next: Next) -> Any:
@@ -46,6 +73,19 @@ def events(action: Action, site: Site, call_next: Next) -> Any:
     _log.debug("action_started", **fields)
     try:
         result = call_next(action)
+    except BaseException as exc:
+        _log.debug("action_failed", error=f"{type(exc).__name__}: {exc}", **fields)
+        raise
+    if isinstance(result, Pending):
+        result.coroutine = _logged(result.coroutine, fields)
+        return result
+    _log.debug("action_completed", **fields)
+    return result
+
+
+async def _logged(coroutine: Coroutine[Any, Any, Any], fields: dict[str, Any]) -> Any:
+    try:
+        result = await coroutine
     except BaseException as exc:
         _log.debug("action_failed", error=f"{type(exc).__name__}: {exc}", **fields)
         raise
@@ -71,17 +111,50 @@ def license(action: Action, site: Site, call_next: Next) -> Any:
 
 
 def hooks(action: Action, site: Site, call_next: Next) -> Any:
-    """Before-hooks, the rest, after-hooks; every hook is found before anything runs."""
+    """Before-hooks, the rest, after-hooks; every hook is found before anything runs.
+
+    For an ``async def`` function all of it is a coroutine: a :class:`Pending`.
+    A hook may be ``async def`` too: it is awaited (on the Sequence's loop).
+    """
+    asynchronous = site.site_context.plan.is_async(action.name)
     if not (action.hooks or action.after):
+        if asynchronous:  # no hooks: the function's coroutine itself, made here
+            result = call_next(action)
+            return Pending(result) if inspect.iscoroutine(result) else result
         return call_next(action)
     registered = site.site_snapshot.hooks
     before = [_hook(registered, name) for name in action.hooks]
     after = [_hook(registered, name) for name in action.after]
+    if asynchronous:
+        return Pending(_awaited(action, before, after, call_next))
     for hook in before:
-        hook(action)
+        _waited(hook(action), site)
     result = call_next(action)
     for hook in after:
-        hook(action, result)
+        _waited(hook(action, result), site)
+    return result
+
+
+def _waited(value: Any, site: Site) -> None:
+    if inspect.isawaitable(value):  # an async hook: run it on the loop, the Site waits
+        site.site_context.runner.call(value)
+
+
+async def _awaited(
+    action: Action, before: Iterable[Callable[..., Any]], after: Iterable[Callable[..., Any]],
+    call_next: Next,
+) -> Any:
+    for hook in before:
+        value = hook(action)
+        if inspect.isawaitable(value):
+            await value
+    result = call_next(action)
+    if inspect.isawaitable(result):
+        result = await result
+    for hook in after:
+        value = hook(action, result)
+        if inspect.isawaitable(value):
+            await value
     return result
 
 
@@ -98,9 +171,24 @@ def timeout(action: Action, site: Site, call_next: Next) -> Any:
     limit = None if signature is None else signature.timeout
     if limit is None:
         return call_next(action)
+    if site.site_context.plan.is_async(action.name):  # the loop cancels the coroutine
+        return _limited(call_next(action), limit, action)
     try:
         return site.site_context.runtime.call_with_timeout(limit, call_next, action)
     except TimeoutError as exc:
+        raise ActionTimeoutError(f"{action.name} ran past its timeout of {limit} s") from exc
+
+
+async def _limited(awaitable: Any, limit: float, action: Action) -> Any:
+    """Await ``awaitable``, cancelled (it sees ``CancelledError``) after ``limit`` seconds."""
+    if not inspect.isawaitable(awaitable):  # a receive of yours answered at once
+        return awaitable
+    try:
+        async with asyncio.timeout(limit) as scope:
+            return await awaitable
+    except TimeoutError as exc:
+        if not scope.expired():
+            raise  # its own TimeoutError
         raise ActionTimeoutError(f"{action.name} ran past its timeout of {limit} s") from exc
 
 

@@ -8,6 +8,7 @@ up does not consume it: one function serves every action of its name.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -93,13 +94,16 @@ class Plan:
 
     A function is called as ``fn(content)``, with the content converted to the
     signature's ``content_type``. ``@plan.function("Read")`` registers one as
-    a decorator.
+    a decorator. An ``async def`` function (found once, at :meth:`build`) is
+    awaited on the Sequence's event loop instead of holding a Site while it
+    waits (see the runtimes guide).
     """
 
     def __init__(self) -> None:
         self._signatures: dict[str, Signature] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         self._entries: Mapping[str, _Entry] | None = None
+        self._async: frozenset[str] = frozenset()
 
     def _check_open(self) -> None:
         if self._entries is not None:
@@ -157,12 +161,24 @@ class Plan:
             self._entries = MappingProxyType(
                 {n: _Entry(s, self._functions[n]) for n, s in self._signatures.items()}
             )
+            self._async = frozenset(
+                n for n, fn in self._functions.items() if is_async_callable(fn)
+            )
         return self
 
     @property
     def built(self) -> bool:
         """Whether :meth:`build` was called."""
         return self._entries is not None
+
+    @property
+    def asynchronous(self) -> frozenset[str]:
+        """The names served by ``async def`` functions (empty until :meth:`build`)."""
+        return self._async
+
+    def is_async(self, name: str) -> bool:
+        """Whether ``name`` is served by an ``async def`` function (known at :meth:`build`)."""
+        return name in self._async
 
     def names(self) -> list[str]:
         """The declared action names, sorted."""
@@ -191,3 +207,12 @@ class Plan:
     def __repr__(self) -> str:
         state = "built" if self.built else "open"
         return f"<Plan {state}: {', '.join(self.names())}>"
+
+
+def is_async_callable(fn: Any) -> bool:
+    """Whether calling ``fn`` returns a coroutine: an ``async def`` function, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object's async __call__
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)

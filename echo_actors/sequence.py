@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import warnings
@@ -85,6 +86,12 @@ class Sequence:
     ``"simulation"`` (deterministic, on a virtual clock); ``steps`` are
     pipeline steps of yours (see :mod:`echo_actors.pipeline`).
 
+    ``async def`` functions are awaited on an event loop thread the Sequence
+    owns (started by the first one, stopped at shutdown) and do not hold a
+    Site while they await; the futures ``submit`` returns can be awaited from
+    asyncio without blocking its loop, and ``async with Sequence(...)``,
+    :meth:`join_async` and :meth:`shutdown_async` serve asyncio programs.
+
     There is one Fate, and Life owns it: ``fate`` is applied to ``life``
     when that Life still has the default Fate; a Life with another Fate
     is refused (``ValueError``) rather than silently overridden. Without
@@ -143,6 +150,12 @@ class Sequence:
                     "one Fate per Life (pass one of them, or life.set_fate(fate) first)"
                 )
         self.runtime = get_runtime(runtime if runtime is not None else self.fate.runtime)
+        if self.plan.asynchronous and self.runtime.name == "simulation":
+            raise ValueError(
+                "async def functions cannot run on the simulation runtime (its clock is "
+                f"virtual, asyncio's is not): {', '.join(sorted(self.plan.asynchronous))}; "
+                "use the thread or gevent runtime, or plain functions calling runtime.sleep()"
+            )
         self._owns_life = life is None
         self.life = life if life is not None else Life(self.fate, runtime=self.runtime)
         self.production = production if production is not None else Production()
@@ -299,6 +312,33 @@ class Sequence:
     ) -> None:
         self.shutdown(drain=exc_type is None)
 
+    async def __aenter__(self) -> Sequence:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown_async(drain=exc_type is None)
+
+    async def join_async(self, timeout: float | None = None) -> bool:
+        """:meth:`join` for asyncio: waits in a worker thread, never blocking the loop.
+
+        For the thread runtime (gevent's objects belong to their hub's thread).
+        """
+        return await asyncio.to_thread(self.join, timeout)
+
+    async def shutdown_async(self, drain: bool = True, timeout: float | None = None
+                             ) -> list[Action]:
+        """:meth:`shutdown` for asyncio: runs in a worker thread, never blocking the loop.
+
+        For the thread runtime, as :meth:`join_async`.
+        """
+        return await asyncio.to_thread(self.shutdown, drain, timeout)
+
     def run(self) -> None:
         """Start, then block until :meth:`shutdown` (or SIGINT/SIGTERM, which drain).
 
@@ -351,6 +391,10 @@ class Sequence:
             run.settler.start_cancelling()
             run.desk.post(HandBack())
             run.ledger.idle.wait(timeout)
+        if run.context.runner.started:
+            # Coroutines still awaiting (the timeout ran out) are cut short and handed back.
+            run.context.runner.stop()
+            run.ledger.idle.wait(timeout)  # their settling, where the runtime runs it
         self.production.bind(None)
         if self._parent is not None:
             self._parent.terminate_child(self.name)

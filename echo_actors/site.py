@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from echo_actors import pipeline
+from echo_actors._async import AsyncRunner
 from echo_actors._messages import Batch, Done
 from echo_actors._settle import CANCELLED, COMPLETED, CRASHED, FAILED, Tally
+from echo_actors._ticket import AWAITING, _claims
 from echo_actors.action import Action
 from echo_actors.errors import CrashError, RoutingError
 from echo_actors.nonces import MemoryNonceStore
@@ -29,8 +31,9 @@ __all__ = ["Site", "SiteContext"]
 
 
 class SiteContext:
-    """What a Sequence gives its Sites: the plan, Life, runtime, pipeline steps, and where
-    attempts end (the settler) and Sites report (the dispatcher's desk)."""
+    """What a Sequence gives its Sites: the plan, Life, runtime, pipeline steps, where
+    attempts end (the settler), where Sites report (the dispatcher's desk), and the
+    event loop that awaits ``async def`` functions (the runner, started on first use)."""
 
     def __init__(
         self, plan: Plan, life: Life, runtime: Runtime, settler: Settler, desk: Desk,
@@ -42,6 +45,7 @@ class SiteContext:
         self.settler = settler
         self.desk = desk
         self.steps = steps
+        self.runner = AsyncRunner(runtime, settler)
         self.nonces = MemoryNonceStore()
         self._admissions = itertools.count(1)
         self._token = os.urandom(6).hex()
@@ -171,8 +175,16 @@ class Site(pykka.Actor):
     def _site_attempt(self, ticket: Ticket, settler: Settler, tally: Tally) -> None:
         outcome, value = CRASHED, None
         self.site_ticket = ticket
+        handed_over = False
         try:
             value = self._site_call(ticket.action)
+            if isinstance(value, pipeline.Pending):  # an async def function: the loop awaits
+                with _claims:
+                    ticket.state = AWAITING  # before the loop may settle it
+                self.site_context.runner.hand_over(ticket, value.coroutine,
+                                                   self.site_snapshot.fate, self.site_index)
+                handed_over = True  # from now on the runner alone settles it
+                return
             outcome = COMPLETED
         except (Exception, SystemExit) as exc:  # every failure is the action's
             if isinstance(exc, CrashError):
@@ -184,5 +196,6 @@ class Site(pykka.Actor):
             value = exc
             raise
         finally:
-            settler.settle(ticket, outcome, value, fate=self.site_snapshot.fate, tally=tally,
-                           site=self.site_index)
+            if not handed_over:
+                settler.settle(ticket, outcome, value, fate=self.site_snapshot.fate,
+                               tally=tally, site=self.site_index)

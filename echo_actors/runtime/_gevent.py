@@ -25,6 +25,7 @@ import gevent.queue
 import pykka
 
 from echo_actors._logging import get_logger
+from echo_actors.runtime._awaitable import Awaitable
 from echo_actors.runtime._outcome import outcome
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from echo_actors.runtime import Event
 
-__all__ = ["GeventActor", "GeventFuture", "GeventRuntime", "GeventScheduler"]
+__all__ = ["GeventActor", "GeventFuture", "GeventRuntime", "GeventScheduler", "hub_caller"]
 
 _log = get_logger("echo_actors.runtime")
 
@@ -46,17 +47,19 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-class GeventFuture(pykka.Future[T]):
+class GeventFuture(Awaitable, pykka.Future[T]):
     """A pykka future whose ``get()`` waits on a gevent Event, so it yields to the hub.
 
     Same contract as ``pykka.ThreadingFuture``: ``get(timeout=...)`` raises
     ``pykka.Timeout``, a set exception is re-raised with its traceback, and a
     second ``set()``/``set_exception()`` (or one after a get hook) raises
-    ``queue.Full``.
+    ``queue.Full``. Awaiting it from asyncio (in another thread than its hub's)
+    does not block that event loop (see :class:`Awaitable`).
     """
 
     def __init__(self) -> None:
         super().__init__()
+        self._callbacks = []
         self._done: Any = gevent.event.Event()
         self._has_result = False
         self._value: Any = None
@@ -86,6 +89,12 @@ class GeventFuture(pykka.Future[T]):
         self._has_result = True
         self._value = value
         self._done.set()
+        if self._callbacks:
+            self._fire_callbacks()
+
+    def done(self) -> bool:
+        """Whether the value (or exception) is set."""
+        return self._has_result
 
     def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
         """Set an exception (default: the one being handled) to raise from ``get()``."""
@@ -95,6 +104,8 @@ class GeventFuture(pykka.Future[T]):
         self._has_result = True
         self._exc_info = sys.exc_info() if exc_info is None else exc_info
         self._done.set()
+        if self._callbacks:
+            self._fire_callbacks()
 
     def set_get_hook(self, func: GetHookFunc[T]) -> None:
         """Make ``get()`` return ``func(timeout)``; ``queue.Full`` if a result is set."""
@@ -102,6 +113,8 @@ class GeventFuture(pykka.Future[T]):
             raise queue.Full
         super().set_get_hook(func)
         self._done.set()
+        if self._callbacks:
+            self._fire_callbacks()
 
 
 class GeventActor(pykka.Actor):
@@ -243,6 +256,17 @@ class GeventScheduler:
                     _log.exception("timer_failed", callback=repr(timer.fn))
 
 
+def hub_caller() -> Callable[..., None]:
+    """``call(fn, *args)``: from any OS thread, run ``fn(*args)`` in a new greenlet of the
+    calling thread's hub (where gevent objects may be touched)."""
+    loop = gevent.get_hub().loop
+
+    def call(fn: Callable[..., object], /, *args: Any) -> None:
+        loop.run_callback_threadsafe(gevent.spawn, fn, *args)
+
+    return call
+
+
 class GeventRuntime:
     """Actors on greenlets (:class:`GeventActor`); ``gevent`` must be installed."""
 
@@ -277,6 +301,11 @@ class GeventRuntime:
     def random(self, name: str = "") -> random.Random:
         """An unseeded ``random.Random`` (``name`` only matters on the simulation runtime)."""
         return random.Random()
+
+    def threadsafe(self) -> Callable[..., None]:
+        """A function that runs ``fn(*args)`` in a new greenlet of this thread's hub,
+        called from any thread (gevent's own objects are not thread-safe)."""
+        return hub_caller()
 
     def call_with_timeout(self, seconds: float | None, fn: Callable[[*Ts], T], /, *args: *Ts) -> T:
         """Return ``fn(*args)``, interrupted after ``seconds`` with ``TimeoutError``.

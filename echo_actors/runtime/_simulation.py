@@ -26,7 +26,7 @@ import queue
 import random
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, TypeVarTuple, cast
 
 import greenlet  # type: ignore[import-untyped]
@@ -298,6 +298,13 @@ class SimulationFuture(pykka.Future[T]):
 
     def __repr__(self) -> str:
         return f"<SimulationFuture {'done' if self._ready() else 'pending'}>"
+
+    def __await__(self) -> Generator[None, None, T]:
+        """Refused: the kernel advances only while it runs, never from an asyncio loop."""
+        raise RuntimeError(
+            "a simulation future cannot be awaited from asyncio: its value only comes "
+            "while the simulation kernel runs; call .get() instead"
+        )
 
     def _ready(self) -> bool:
         return self._has_result or self._get_hook is not None
@@ -753,6 +760,13 @@ class SimulationRuntime:
     def record(self, event: str, **fields: Any) -> None:
         """Append ``(now, event, fields)`` to :attr:`events`, the event log."""
         self.events.append((self.kernel.now, event, fields))
+
+    def threadsafe(self) -> Callable[..., None]:
+        """Refused: nothing may enter the simulation from another thread."""
+        raise RuntimeError(
+            "the simulation runtime cannot take calls from other threads (no asyncio: "
+            "async def functions and hooks need the thread or gevent runtime)"
+        )
 
     def call_with_timeout(self, seconds: float | None, fn: Callable[[*Ts], T], /, *args: *Ts) -> T:
         """Return ``fn(*args)``, interrupted with ``TimeoutError`` at the virtual deadline.

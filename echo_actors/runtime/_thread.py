@@ -21,6 +21,7 @@ from typing import Any, TypeVar, TypeVarTuple
 import pykka
 
 from echo_actors._logging import get_logger
+from echo_actors.runtime._awaitable import Awaitable
 from echo_actors.runtime._outcome import outcome
 
 _log = get_logger("echo_actors.runtime")
@@ -106,17 +107,19 @@ class ThreadScheduler:
                     _log.exception("timer_failed", callback=repr(timer.fn))
 
 
-class ThreadFuture(pykka.Future[T]):
+class ThreadFuture(Awaitable, pykka.Future[T]):
     """A pykka Future for threads, lighter than ``pykka.ThreadingFuture``.
 
     Waiting is one lock acquisition (the lock is held until the value is set),
     so creating, setting and reading a future cost a fraction of a Condition's.
     It honours pykka's contract: ``get(timeout=...)`` raises ``pykka.Timeout``,
     a set exception is re-raised, a second ``set`` raises ``queue.Full``.
+    Awaiting it from asyncio does not block the event loop (see :class:`Awaitable`).
     """
 
     def __init__(self) -> None:
         super().__init__()
+        self._callbacks = []
         self._ready = threading.Lock()
         self._ready.acquire()
         self._is_set = False
@@ -138,6 +141,11 @@ class ThreadFuture(pykka.Future[T]):
             raise queue.Full
         self._value, self._exc_info, self._is_set = value, exc_info, True
         self._ready.release()
+        if self._callbacks:
+            self._fire_callbacks()
+
+    def done(self) -> bool:
+        return self._is_set
 
     def set(self, value: Any | None = None) -> None:
         self._resolve(value, None)
@@ -150,6 +158,8 @@ class ThreadFuture(pykka.Future[T]):
             raise queue.Full
         super().set_get_hook(func)
         self._ready.release()
+        if self._callbacks:
+            self._fire_callbacks()
 
 
 class ThreadRuntime:
@@ -182,6 +192,20 @@ class ThreadRuntime:
         """An unseeded ``random.Random`` (``name`` only matters on the simulation runtime)."""
         return random.Random()
 
+    def threadsafe(self) -> Callable[..., None]:
+        """A function that runs ``fn(*args)`` from any thread: at once, in that thread.
+
+        Under ``gevent.monkey.patch_all()`` threads are greenlets of one OS
+        thread and their locks gevent's: calls from a real thread go through
+        the hub instead.
+        """
+        monkey = sys.modules.get("gevent.monkey")
+        if monkey is not None and monkey.is_module_patched("threading"):
+            from echo_actors.runtime._gevent import hub_caller  # noqa: PLC0415 - patched: there
+
+            return hub_caller()
+        return _call
+
     def call_with_timeout(self, seconds: float | None, fn: Callable[[*Ts], T], /, *args: *Ts) -> T:
         """Return ``fn(*args)``, or raise ``TimeoutError`` if it took over ``seconds``.
 
@@ -196,6 +220,10 @@ class ThreadRuntime:
         if seconds is not None and time.monotonic() - started > seconds:
             raise TimeoutError(f"{fn!r} did not finish within {seconds} s")
         return result
+
+
+def _call(fn: Callable[..., object], /, *args: Any) -> None:
+    fn(*args)
 
 
 class MainExitHandle:

@@ -1,0 +1,278 @@
+# SPDX-License-Identifier: MIT
+"""AsyncRunner: the event loop a Sequence owns for ``async def`` functions and hooks.
+
+One loop thread per Sequence, started by the first coroutine. A Site that
+runs an action served by an ``async def`` function does not wait for it: it
+hands the coroutine over (the ticket goes AWAITING) and takes its next
+action, so a few Sites keep thousands of coroutines in flight on one loop.
+From then on the runner alone ends that attempt: whatever the coroutine does
+(returns, raises, is cut short by its timeout, or the loop stops under it),
+a ``finally`` settles it, from the loop thread (through the runtime's
+:meth:`~echo_actors.runtime.Runtime.threadsafe` caller).
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import contextlib
+import functools
+import queue
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+from echo_actors._settle import ABANDONED, COMPLETED, CRASHED, FAILED
+
+if TYPE_CHECKING:
+    from echo_actors._settle import Settler
+    from echo_actors._ticket import Ticket
+    from echo_actors.fate import Fate
+    from echo_actors.runtime import Runtime
+
+__all__ = ["AsyncRunner"]
+
+_WIND_DOWN = 1.0
+"""Seconds the stopping loop gives the coroutines it cancelled to run their ``finally``."""
+
+_Item = tuple["Ticket", Coroutine[Any, Any, Any], "Fate | None", int]
+
+
+def _native() -> tuple[Callable[..., Any], Callable[[], Any], Callable[[], Any]]:
+    """``start_new_thread``, ``allocate_lock`` and a new event loop, of real OS threads.
+
+    Under ``gevent.monkey.patch_all()`` a ``threading.Thread`` is a greenlet of
+    the hub's thread, and asyncio keeps one running loop per OS thread: the
+    Sequence's loop would collide with the program's own. So it gets a real
+    thread, real locks and the selector gevent replaced (whose waits need a hub).
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        selector = monkey.get_original("selectors", "DefaultSelector")
+        return (monkey.get_original("_thread", "start_new_thread"),
+                monkey.get_original("_thread", "allocate_lock"),
+                lambda: asyncio.SelectorEventLoop(selector()))
+    return _thread.start_new_thread, _thread.allocate_lock, asyncio.new_event_loop
+
+
+class AsyncRunner:
+    """Runs the coroutines of a Sequence's actions on its own event loop thread.
+
+    :meth:`hand_over` (from a Site) schedules a coroutine whose end settles
+    its ticket; :meth:`call` (from a Site) runs an awaitable, an ``async``
+    hook, and waits for it the runtime's way; :meth:`stop` (at shutdown)
+    hands back what still awaits and ends the thread. Hand-overs queue in a
+    deque that the loop drains, woken once per burst rather than once each.
+    """
+
+    def __init__(self, runtime: Runtime, settler: Settler) -> None:
+        self._runtime = runtime
+        self._settler = settler
+        self._start_thread, allocate_lock, self._new_loop = _native()
+        self._lock = allocate_lock()  # guards the fields below up to _tasks
+        self._ended = allocate_lock()  # held while the loop thread runs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._call: Callable[..., None] | None = None
+        self._scheduled = False
+        self._stopped = False
+        self._inbox: deque[_Item] = deque()
+        self._tasks: dict[Ticket, asyncio.Task[None]] = {}  # the loop thread's alone
+        self._others: set[asyncio.Task[None]] = set()  # hooks and the wind-down: theirs too
+        self._calls: set[Any] = set()  # futures of call(): failed if the loop ends first
+
+    @property
+    def started(self) -> bool:
+        """Whether the loop thread was started."""
+        return self._loop is not None
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the Sequence's event loop has stopped (shutting down)")
+            loop = self._loop
+            if loop is not None:
+                return loop
+            self._call = self._runtime.threadsafe()  # here: in the runtime's own thread
+            loop = cast(asyncio.AbstractEventLoop, self._new_loop())
+            self._ended.acquire()
+            try:
+                self._start_thread(self._main, (loop,))
+            except BaseException:
+                self._ended.release()
+                loop.close()
+                raise
+            self._loop = loop
+        return loop
+
+    def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_forever()
+        finally:
+            with self._lock:
+                self._stopped = True  # ended by stop(), or (never) by an escaped error
+            inbox = self._inbox
+            while inbox:  # not a task yet: a stop's wind-down took them all, else now
+                ticket, coroutine, fate, site = inbox.popleft()
+                coroutine.close()
+                self._settle(ticket, ABANDONED, None, fate, site)
+            for ticket in list(self._tasks):  # idem
+                self._settle(ticket, ABANDONED, None, None, -1)
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            call = self._call
+            for future in list(self._calls):  # scheduled too late to run: fail, never hang
+                if call is not None:
+                    call(_fail, future, RuntimeError("the Sequence's event loop stopped"))
+            self._ended.release()
+
+    # From a Site
+
+    def hand_over(
+        self, ticket: Ticket, coroutine: Coroutine[Any, Any, Any], fate: Fate | None, site: int,
+    ) -> None:
+        """Await ``coroutine`` on the loop and settle ``ticket`` with its end.
+
+        Raises:
+            RuntimeError: the loop has stopped (``coroutine`` is closed; the
+                caller still owns the ticket and settles it).
+        """
+        try:
+            loop = self._start()
+            with self._lock:
+                if self._stopped:
+                    raise RuntimeError("the Sequence's event loop has stopped (shutting down)")
+                self._inbox.append((ticket, coroutine, fate, site))
+                if self._scheduled:
+                    return
+                self._scheduled = True
+        except BaseException:
+            coroutine.close()
+            raise
+        with contextlib.suppress(RuntimeError):  # closed: its last drain took the item
+            loop.call_soon_threadsafe(self._drain)
+
+    def call(self, awaitable: Awaitable[Any]) -> Any:
+        """Run ``awaitable`` on the loop and return its value, waiting the runtime's way.
+
+        For an ``async`` hook around a plain function: the Site waits for it
+        (a gevent Site yields to its hub meanwhile).
+        """
+        loop = self._start()
+        future = self._runtime.future()
+        call = self._call
+        assert call is not None
+        calls = self._calls
+
+        async def run() -> None:
+            try:
+                value = await awaitable
+            except BaseException as exc:  # noqa: BLE001 - the Site re-raises it
+                call(_fail, future, exc)
+            else:
+                call(_resolve, future, value)
+            finally:
+                calls.discard(future)
+
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the Sequence's event loop has stopped (shutting down)")
+            calls.add(future)
+        try:
+            loop.call_soon_threadsafe(self._spawn, run())
+        except RuntimeError:
+            calls.discard(future)
+            raise
+        return future.get()
+
+    # On the loop thread
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        inbox, create, tasks = self._inbox, asyncio.get_running_loop().create_task, self._tasks
+        while inbox:
+            ticket, coroutine, fate, site = inbox.popleft()
+            tasks[ticket] = create(self._run(ticket, coroutine, fate, site))
+
+    async def _run(
+        self, ticket: Ticket, coroutine: Coroutine[Any, Any, Any], fate: Fate | None, site: int,
+    ) -> None:
+        outcome, value = CRASHED, None
+        try:
+            value = await coroutine
+            outcome = COMPLETED
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is the action's
+            outcome, value = FAILED, exc
+        except asyncio.CancelledError as exc:  # cancelled by itself; a stop settled it first
+            outcome, value = FAILED, exc
+        except BaseException as exc:  # noqa: BLE001 - the loop must go on for the others
+            value = exc
+        finally:
+            self._tasks.pop(ticket, None)
+            self._settle(ticket, outcome, value, fate, site)
+
+    def _settle(self, ticket: Ticket, outcome: str, value: Any, fate: Fate | None,
+                site: int) -> None:
+        call = self._call
+        assert call is not None
+        call(functools.partial(self._settler.settle, ticket, outcome, value, fate=fate,
+                               site=site))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._others.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._others.discard)
+
+    def _abandon(self) -> list[asyncio.Task[None]]:
+        """Hand back every attempt still awaiting (settled ABANDONED), cancel their tasks."""
+        inbox = self._inbox
+        while inbox:
+            ticket, coroutine, fate, site = inbox.popleft()
+            coroutine.close()
+            self._settle(ticket, ABANDONED, None, fate, site)
+        tasks = list(self._tasks.values())
+        for ticket in list(self._tasks):
+            self._settle(ticket, ABANDONED, None, None, -1)
+        tasks += [task for task in self._others if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def _wind_down(self) -> None:
+        tasks = self._abandon()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_WIND_DOWN)
+        asyncio.get_running_loop().stop()
+
+    # At shutdown
+
+    def stop(self) -> None:
+        """Hand back what still awaits (its future raises CancellationError), end the loop.
+
+        A coroutine cut short here was started: handed back, it may run
+        again if resubmitted. Idempotent; later hand-overs raise.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # closed already
+            loop.call_soon_threadsafe(self._spawn, self._wind_down())
+        self._ended.acquire()  # the loop thread never calls stop(): no deadlock
+        self._ended.release()
+
+
+def _fail(future: Any, exc: BaseException) -> None:
+    with contextlib.suppress(queue.Full):  # set already
+        future.set_exception((type(exc), exc, exc.__traceback__))
+
+
+def _resolve(future: Any, value: Any) -> None:
+    with contextlib.suppress(queue.Full):
+        future.set(value)

@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: MIT
+"""Awaiting a runtime's future from asyncio without blocking the event loop.
+
+pykka's own ``Future.__await__`` calls the blocking ``get()``, which freezes
+the loop until the action ends. Futures that mix :class:`Awaitable` in
+instead call back when they are set, from whatever thread sets them, and the
+callback wakes the awaiting task with ``loop.call_soon_threadsafe``.
+
+Cancelling the awaiting task (``asyncio.wait_for``, a ``TaskGroup``, a
+client gone away) stops the wait only, never the action:
+``Sequence.cancel(action_id)`` cancels an action that has not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections import deque
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Awaitable"]
+
+
+class Awaitable:
+    """Done-callbacks and a non-blocking ``__await__`` for a pykka future.
+
+    The future class calls :meth:`_fire_callbacks` once its value or
+    exception is set (after it is readable). ``_callbacks`` is a list that
+    both sides ``pop`` from: each callback runs exactly once, without a lock,
+    whichever of the setter and a late :meth:`add_done_callback` comes second.
+    """
+
+    _callbacks: list[Callable[[Any], object]]
+
+    if TYPE_CHECKING:  # provided by the future class
+
+        def done(self) -> bool: ...
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(future)`` once the future is set (at once if it is).
+
+        It runs in the thread (or greenlet) that sets the future, so it must
+        be short and must not block: hand the work to where it belongs.
+        """
+        self._callbacks.append(fn)
+        if self.done():
+            self._fire_callbacks()
+
+    def _fire_callbacks(self) -> None:
+        callbacks = self._callbacks
+        while callbacks:
+            try:
+                fn = callbacks.pop()
+            except IndexError:  # the other side took the last one
+                return
+            with contextlib.suppress(Exception):  # a bad callback must not break the setter
+                fn(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """Wait for the value without blocking the loop (a get hook's ``get()`` runs in a
+        worker thread); cancelling the wait leaves the action running."""
+        if not self.done() and getattr(self, "_get_hook", None) is None:
+            loop = asyncio.get_running_loop()
+            bridge: _Bridge | None = getattr(loop, _BRIDGE, None)
+            if bridge is None:  # made by the loop's own thread: no race
+                bridge = _Bridge(loop)
+                setattr(loop, _BRIDGE, bridge)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self.add_done_callback(functools.partial(bridge.wake, waiter))
+            yield from waiter  # cancelled: only this wait ends; the action runs on
+        get = self.get  # type: ignore[attr-defined]
+        if getattr(self, "_get_hook", None) is not None:  # pykka's map/filter: get() computes
+            return (yield from asyncio.ensure_future(asyncio.to_thread(get)))
+        return get(timeout=0)
+
+
+_BRIDGE = "_echo_actors_bridge"
+
+
+class _Bridge:
+    """Wakes the waiters of one event loop from other threads, one wake-up per burst:
+    10,000 results set at once cost a handful of ``call_soon_threadsafe``, not 10,000."""
+
+    __slots__ = ("_lock", "_loop", "_ready", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ready: deque[asyncio.Future[None]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def wake(self, waiter: asyncio.Future[None], _future: Any = None) -> None:
+        self._ready.append(waiter)
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._run)
+        except RuntimeError:  # that loop is closed: nobody waits any more
+            with self._lock:
+                self._scheduled = False
+
+    def _run(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        ready = self._ready
+        while ready:
+            waiter = ready.popleft()
+            if not waiter.done():  # not cancelled meanwhile
+                waiter.set_result(None)

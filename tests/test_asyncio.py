@@ -1,0 +1,485 @@
+# SPDX-License-Identifier: MIT
+"""asyncio: awaiting futures without blocking the loop, ``async def`` functions and hooks.
+
+Every wait is on an event, a future or an ordering between coroutines; none on
+time. The gevent runtime's hub and an asyncio loop cannot share an unpatched
+thread, so on gevent the awaiting loop runs in a thread of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+import pytest
+from logs import capture_events
+
+from echo_actors import (
+    Action,
+    ActionTimeoutError,
+    CancellationError,
+    ExecutionError,
+    Fate,
+    Life,
+    Plan,
+    RetryPolicy,
+    Sequence,
+    Signature,
+)
+from echo_actors.runtime import get_runtime
+
+LIMIT = 10.0
+"""Seconds any one wait may take before it counts as a failure."""
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+def _in_a_thread(coroutine: Any) -> Any:
+    """Run ``coroutine`` with asyncio.run in a thread of its own; return its value."""
+    box: dict[str, Any] = {}
+
+    def main() -> None:
+        try:
+            box["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    thread.join(LIMIT)
+    assert not thread.is_alive(), "the asyncio thread did not finish"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+# Awaiting the futures submit returns
+
+
+def test_awaiting_a_result_does_not_block_the_loop(make_sequence: Callable[..., Sequence]) -> None:
+    """The action waits for a flag that only another task on the same loop sets."""
+    release = threading.Event()
+    plan = Plan().with_signature(Signature("Wait"))
+    plan.with_function("Wait", lambda n: n if release.wait(LIMIT) else "stuck").build()
+    sequence = make_sequence(plan, sites=1)
+
+    async def main() -> Any:
+        future = sequence.submit(Action("Wait", 7))
+        awaiting = asyncio.create_task(asyncio.wait_for(future, LIMIT))
+        await asyncio.sleep(0)  # the awaiting task is parked on the future now
+        ticks = 0
+        while ticks < 3:  # a blocked loop would never get here
+            ticks += 1
+            await asyncio.sleep(0)
+        release.set()
+        return await awaiting
+
+    assert asyncio.run(main()) == 7
+
+
+def test_cancelling_the_await_does_not_cancel_the_action(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+
+    def work(n: int) -> int:
+        release.wait(LIMIT)
+        ran.append(n)
+        return n
+
+    plan = Plan().with_signature(Signature("Work")).with_function("Work", work).build()
+    sequence = make_sequence(plan, sites=1)
+    future = sequence.submit(Action("Work", 3))
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(future, 0.01)  # gives up waiting: the wait is cancelled
+
+    asyncio.run(main())
+    release.set()
+    assert future.get(timeout=LIMIT) == 3
+    assert ran == [3]
+
+
+def test_gathering_submit_many(make_sequence: Callable[..., Sequence]) -> None:
+    plan = Plan().with_signature(Signature("Double")).with_function("Double", lambda n: 2 * n)
+    sequence = make_sequence(plan.build(), sites=3)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*sequence.submit_many(
+            [Action("Double", i) for i in range(200)])))
+
+    assert asyncio.run(main()) == [2 * i for i in range(200)]
+
+
+def test_an_awaited_failure_raises_the_final_error(make_sequence: Callable[..., Sequence]) -> None:
+    def fail(_: Any) -> None:
+        raise ValueError("no")
+
+    plan = Plan().with_signature(Signature("Fail", retry=NO_RETRY)).with_function("Fail", fail)
+    sequence = make_sequence(plan.build(), sites=1)
+
+    async def main() -> None:
+        with pytest.raises(ExecutionError, match="no"):
+            await sequence.submit(Action("Fail"))
+
+    asyncio.run(main())
+
+
+def test_a_gevent_future_is_awaited_from_another_threads_loop(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    plan = Plan().with_signature(Signature("Echo")).with_function("Echo", lambda x: x).build()
+    sequence = make_sequence(plan, sites=2, runtime="gevent")
+    future = sequence.submit(Action("Echo", "hi"))
+
+    async def wait() -> Any:
+        return await asyncio.wait_for(future, LIMIT)
+
+    box: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: box.update(value=asyncio.run(wait())), daemon=True)
+    thread.start()
+    assert future.get(timeout=LIMIT) == "hi"  # the hub runs the Sites meanwhile
+    thread.join(LIMIT)
+    assert box == {"value": "hi"}
+
+
+def test_a_simulation_future_refuses_to_be_awaited() -> None:
+    future = get_runtime("simulation").future()
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="simulation"):
+            await future
+
+    asyncio.run(main())
+
+
+# async def functions and hooks
+
+
+def _async_plan(**functions: Any) -> Plan:
+    plan = Plan()
+    for name, (signature, fn) in functions.items():
+        plan.with_signature(signature).with_function(name, fn)
+    return plan.build()
+
+
+def test_plan_build_finds_async_functions() -> None:
+    async def fetch(x: Any) -> Any:
+        return x
+
+    plan = _async_plan(Fetch=(Signature("Fetch"), fetch), Echo=(Signature("Echo"), lambda x: x))
+    assert plan.is_async("Fetch")
+    assert not plan.is_async("Echo")
+    assert plan.asynchronous == frozenset({"Fetch"})
+
+
+def test_async_functions_are_refused_on_the_simulation_runtime() -> None:
+    async def fetch(x: Any) -> Any:
+        return x
+
+    plan = _async_plan(Fetch=(Signature("Fetch"), fetch))
+    with pytest.raises(ValueError, match=r"simulation runtime.*Fetch"):
+        Sequence(plan, runtime="simulation")
+
+
+def test_async_function_and_hook_results_are_values(
+    runtime: str, make_sequence: Callable[..., Sequence], make_life: Callable[..., Life],
+) -> None:
+    seen: list[Any] = []
+
+    async def double(n: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * n
+
+    async def before(action: Action) -> None:
+        await asyncio.sleep(0)
+        seen.append(("before", action.content))
+
+    async def after(action: Action, result: Any) -> None:
+        await asyncio.sleep(0)
+        seen.append(("after", result))
+
+    def plain_after(action: Action, result: Any) -> None:
+        seen.append(("plain", result))
+
+    life = make_life(runtime=runtime)
+    life.register_hook("before", before)
+    life.register_hook("after", after)
+    life.register_hook("plain", plain_after)
+    plan = _async_plan(Double=(Signature("Double", content_type=int), double),
+                       Triple=(Signature("Triple", content_type=int), lambda n: 3 * n))
+    sequence = make_sequence(plan, life=life, sites=2, runtime=runtime)
+    assert sequence.submit(
+        Action("Double", 21, hooks=["before"], after=["after", "plain"])).get(timeout=LIMIT) == 42
+    assert seen == [("before", 21), ("after", 42), ("plain", 42)]
+    seen.clear()
+    # async hooks around a plain function: awaited too, the result is a value
+    assert sequence.submit(
+        Action("Triple", 5, hooks=["before"], after=["after"])).get(timeout=LIMIT) == 15
+    assert seen == [("before", 5), ("after", 15)]
+
+
+def test_async_failures_are_retried_like_sync_ones(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    attempts: list[int] = []
+
+    async def flaky(n: int) -> int:
+        attempts.append(n)
+        await asyncio.sleep(0)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return n
+
+    async def broken(_: Any) -> None:
+        raise ValueError("never")
+
+    retry = RetryPolicy(max_attempts=3, base=0.0)
+    plan = _async_plan(Flaky=(Signature("Flaky", retry=retry), flaky),
+                       Broken=(Signature("Broken", retry=retry), broken))
+    sequence = make_sequence(plan, sites=1, runtime=runtime)
+    assert sequence.submit(Action("Flaky", 9)).get(timeout=LIMIT) == 9
+    assert attempts == [9, 9, 9]
+    with pytest.raises(ExecutionError, match="never"):
+        sequence.submit(Action("Broken")).get(timeout=LIMIT)
+    stats = sequence.stats()
+    assert (stats.retried, stats.dead_lettered, stats.completed) == (4, 1, 1)
+    [letter] = sequence.dead_letters()
+    assert (letter.action.name, letter.attempts) == ("Broken", 3)
+
+
+def test_a_timeout_cancels_the_coroutine(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    saw: list[str] = []
+
+    async def slow(_: Any) -> None:
+        try:
+            await asyncio.sleep(LIMIT * 10)
+        except asyncio.CancelledError:
+            saw.append("cancelled")
+            raise
+
+    plan = _async_plan(Slow=(Signature("Slow", timeout=0.01, retry=NO_RETRY), slow))
+    sequence = make_sequence(plan, sites=1, runtime=runtime)
+    with pytest.raises(ActionTimeoutError, match="timeout"):
+        sequence.submit(Action("Slow")).get(timeout=LIMIT)
+    assert saw == ["cancelled"]
+
+
+def test_its_own_timeout_error_is_a_plain_failure(make_sequence: Callable[..., Sequence]) -> None:
+    async def times_out(_: Any) -> None:
+        raise TimeoutError("upstream")
+
+    plan = _async_plan(Up=(Signature("Up", timeout=LIMIT, retry=NO_RETRY), times_out))
+    sequence = make_sequence(plan, sites=1)
+    with pytest.raises(ExecutionError, match="upstream") as caught:
+        sequence.submit(Action("Up")).get(timeout=LIMIT)
+    assert not isinstance(caught.value, ActionTimeoutError)
+
+
+def test_a_thousand_async_actions_are_in_flight_at_once_on_two_sites(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """None finishes before all have started: only possible if no action holds a Site."""
+    n = 1000
+    started = 0
+    everyone: list[asyncio.Event] = []
+
+    async def gather_round(i: int) -> int:
+        nonlocal started
+        if not everyone:
+            everyone.append(asyncio.Event())  # on the Sequence's loop, where all of this runs
+        started += 1
+        if started == n:
+            everyone[0].set()
+        await everyone[0].wait()
+        await asyncio.sleep(0.001)
+        return i
+
+    plan = _async_plan(Round=(Signature("Round"), gather_round))
+    sequence = make_sequence(plan, sites=2, runtime=runtime)
+    futures = sequence.submit_many([Action("Round", i) for i in range(n)])
+    assert [f.get(timeout=LIMIT) for f in futures] == list(range(n))
+    assert sequence.stats().completed == n
+
+
+def test_ordered_keys_keep_their_order_with_async_functions(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    log: list[tuple[str, int]] = []
+
+    async def step(i: int) -> int:
+        log.append(("start", i))
+        for _ in range(3):
+            await asyncio.sleep(0)  # others may run meanwhile; this key's next may not
+        log.append(("end", i))
+        return i
+
+    plan = _async_plan(Step=(Signature("Step", content_type=int), step))
+    sequence = make_sequence(plan, sites=3, runtime=runtime)
+    futures = sequence.submit_many(
+        [Action("Step", i, key="k", ordered=True) for i in range(20)])
+    assert [f.get(timeout=LIMIT) for f in futures] == list(range(20))
+    assert log == [(edge, i) for i in range(20) for edge in ("start", "end")]
+
+
+def test_every_attempt_settles_once_when_shutdown_cuts_coroutines_short(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    n = 50
+    count = 0
+    started: list[Any] = []
+
+    async def forever(_: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            call, event = started
+            call(event.set)  # from the loop thread into the runtime
+        await asyncio.Event().wait()  # never set: only the shutdown ends it
+
+    async def quick(i: int) -> int:
+        return i
+
+    plan = _async_plan(Forever=(Signature("Forever"), forever), Quick=(Signature("Quick"), quick))
+    sequence = make_sequence(plan, sites=2, runtime=runtime)
+    started += [sequence.runtime.threadsafe(), sequence.runtime.event()]
+    settled: dict[str, int] = {}
+    settler = sequence._run.settler  # type: ignore[union-attr]
+    settle = settler.settle
+
+    def counting(ticket: Any, outcome: str, *args: Any, **kwargs: Any) -> bool:
+        ended = settle(ticket, outcome, *args, **kwargs)
+        if ended:
+            key = f"{ticket.action.id}/{ticket.action.attempt}"
+            settled[key] = settled.get(key, 0) + 1
+        return ended
+
+    settler.settle = counting  # type: ignore[method-assign]
+    forever_actions = [Action("Forever", i) for i in range(n)]
+    stuck = sequence.submit_many(forever_actions)
+    assert started[1].wait(LIMIT)
+    done = sequence.submit_many([Action("Quick", i) for i in range(n)])
+    assert [f.get(timeout=LIMIT) for f in done] == list(range(n))
+    handed_back = sequence.shutdown(drain=False, timeout=0.05)
+    assert sorted(a.id for a in handed_back) == sorted(a.id for a in forever_actions)
+    for future in stuck:
+        with pytest.raises(CancellationError):
+            future.get(timeout=0)  # settled already: nothing is left pending
+    assert len(settled) == 2 * n and set(settled.values()) == {1}
+    stats = sequence.stats()
+    assert (stats.completed, stats.cancelled, stats.outstanding) == (n, n, 0)
+
+
+def test_shutdown_without_drain_lets_running_coroutines_finish(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    n = 5
+    all_started, stopping = threading.Event(), threading.Event()
+    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def wait_for_release(i: int) -> int:
+        if not release:  # on the Sequence's loop, where all of them run
+            release.append((asyncio.get_running_loop(), asyncio.Event()))
+        if sum(1 for _ in asyncio.all_tasks()) >= n:
+            all_started.set()
+        await release[0][1].wait()
+        return i
+
+    plan = _async_plan(Wait=(Signature("Wait"), wait_for_release))
+    sequence = make_sequence(plan, sites=1)
+    futures = sequence.submit_many([Action("Wait", i) for i in range(n)])
+    assert all_started.wait(LIMIT)
+    pause = sequence.production.pause
+
+    def paused() -> None:  # the shutdown has begun: nothing new is taken
+        pause()
+        stopping.set()
+
+    sequence.production.pause = paused  # type: ignore[method-assign]
+    box: dict[str, Any] = {}
+    stopper = threading.Thread(target=lambda: box.update(back=sequence.shutdown(drain=False)))
+    stopper.start()
+    assert stopping.wait(LIMIT)
+    loop, event = release[0]
+    loop.call_soon_threadsafe(event.set)
+    stopper.join(LIMIT)
+    assert box == {"back": []}
+    assert [f.get(timeout=0) for f in futures] == list(range(n))
+
+
+def test_async_with_join_and_shutdown_async() -> None:
+    async def double(n: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * n
+
+    plan = _async_plan(Double=(Signature("Double"), double))
+
+    async def main() -> tuple[list[int], bool]:
+        async with Sequence(plan, sites=2) as sequence:
+            futures = sequence.submit_many([Action("Double", i) for i in range(100)])
+            joined = await sequence.join_async(LIMIT)
+            results = list(await asyncio.gather(*futures))
+        with pytest.raises(RuntimeError):
+            sequence.submit(Action("Double", 1))
+        return results, joined
+
+    results, joined = asyncio.run(main())
+    assert joined and results == [2 * i for i in range(100)]
+
+
+def test_shutdown_async_hands_back_what_waits() -> None:
+    plan = Plan().with_signature(Signature("Echo")).with_function("Echo", lambda x: x).build()
+    sequence = Sequence(plan, sites=1)
+
+    async def main() -> list[Action]:
+        return await sequence.shutdown_async(drain=False)
+
+    assert _in_a_thread(main()) == []
+    with pytest.raises(RuntimeError):
+        sequence.start()
+
+
+def test_awaited_results_under_the_thread_runtime_stay_pykka_futures(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    plan = Plan().with_signature(Signature("Echo")).with_function("Echo", lambda x: x).build()
+    sequence = make_sequence(plan, sites=1)
+    future = sequence.submit(Action("Echo", 1))
+    assert isinstance(future, pykka.Future)
+    assert future.map(lambda v: v + 1).get(timeout=LIMIT) == 2
+
+    async def main() -> Any:
+        return await future.map(lambda v: v + 2)  # a get hook: awaited in a worker thread
+
+    assert asyncio.run(main()) == 3
+
+
+def test_action_events_follow_the_coroutine(make_sequence: Callable[..., Sequence]) -> None:
+    """action_completed / action_failed come when the coroutine ends, not at the hand-over."""
+    async def ok(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    async def bad(_: Any) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("bad")
+
+    plan = _async_plan(Ok=(Signature("Ok"), ok), Bad=(Signature("Bad", retry=NO_RETRY), bad))
+    with capture_events() as events:
+        sequence = make_sequence(plan, sites=1, fate=Fate(action_events=True))
+        assert sequence.submit(Action("Ok", 1)).get(timeout=LIMIT) == 1
+        with pytest.raises(ExecutionError):
+            sequence.submit(Action("Bad")).get(timeout=LIMIT)
+        sequence.join(LIMIT)
+    names = [(e["event"], e["action_name"]) for e in events if "action_name" in e
+             and e["event"].startswith("action_") and e["event"] != "action_dead_lettered"]
+    assert names == [("action_started", "Ok"), ("action_completed", "Ok"),
+                     ("action_started", "Bad"), ("action_failed", "Bad")]
+    [failed] = [e for e in events if e["event"] == "action_failed"]
+    assert "ValueError: bad" in failed["error"]
