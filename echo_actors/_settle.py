@@ -226,7 +226,12 @@ class Settler:
             durable = self.production.complete(ticket, result, following)
             if not durable:
                 tally.acks.append(ticket)
-        _resolve(ticket, result)
+        future = ticket.future
+        if future is not None:
+            try:  # noqa: SIM105 - suppress() costs an object on this per-action path
+                future.set(result)
+            except Exception:  # noqa: BLE001, S110 - set once by construction; never break the books
+                pass
         if ticket.holds_key and action.key is not None:
             self._post(KeyFree(action.key))
         if following is not None and not durable:
@@ -312,15 +317,8 @@ class Settler:
         self.production.bury(ticket, letter)
 
 
-def _resolve(ticket: Ticket, result: Any) -> None:
-    future = ticket.future
-    if future is not None:
-        with contextlib.suppress(Exception):  # set once by construction; never break the books
-            future.set(result)
-
-
 def _fail_future(ticket: Ticket, exc: BaseException) -> None:
     future = ticket.future
     if future is not None:
-        with contextlib.suppress(Exception):  # as in _resolve
+        with contextlib.suppress(Exception):  # set once by construction; never break the books
             future.set_exception((type(exc), exc, exc.__traceback__))

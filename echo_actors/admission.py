@@ -43,6 +43,8 @@ def check_admissible(action: Action, fate: Fate) -> None:
         EncodeError: a value MessagePack cannot carry (a ValidationError too).
     """
     check_limits(action, fate)
+    if _small(action) and fate.max_action_bytes >= _SMALL_BOUND:
+        return  # nothing in it can be large, nor fail to encode: no need to encode it
     try:
         size = len(_ENCODER.encode(action))
     except RecursionError:
@@ -54,6 +56,23 @@ def check_admissible(action: Action, fate: Fate) -> None:
             f"action {action.id} ({action.name}) encodes to {size} bytes, over the limit "
             f"of {fate.max_action_bytes} (Fate.max_action_bytes)"
         )
+
+
+_SMALL_BOUND = 2048
+"""Bytes an action that :func:`_small` accepts encodes to at most (name and id are bounded)."""
+
+
+def _small(action: Action) -> bool:
+    """Whether ``action`` carries only a scalar: None, a bool, a float or a 64-bit int, and
+    no metadata, hooks, key, license, trace or chain (its size is bounded, it encodes)."""
+    content = action.content
+    kind = type(content)
+    return (
+        (content is None or kind is bool or kind is float
+         or (kind is int and -(1 << 63) <= content < (1 << 64)))
+        and action.next is None and action.key is None and action.license is None
+        and not (action.metadata or action.hooks or action.after or action.trace)
+    )
 
 
 def check_limits(action: Action, fate: Fate) -> None:

@@ -102,6 +102,7 @@ class Site(pykka.Actor):
         self.site_index = site_index
         self.site_context = site_context
         self._site_call: pipeline.Next = self._site_receive
+        self._site_plain: pipeline.Next = self._site_receive
 
     def on_start(self) -> None:
         self._site_build()
@@ -115,10 +116,13 @@ class Site(pykka.Actor):
         steps: list[pipeline.Step] = [pipeline.events] if fate.action_events else []
         if fate.license_keys:
             steps.append(pipeline.license)
-        steps += [*context.steps, pipeline.hooks]
-        if context.plan.has_timeouts:
-            steps.append(pipeline.timeout)
-        self._site_call = pipeline.compose(steps, self, self._site_receive)
+        steps += context.steps
+        tail = [pipeline.timeout] if context.plan.has_timeouts else []
+        self._site_call = pipeline.compose([*steps, pipeline.hooks, *tail], self,
+                                           self._site_receive)
+        # An action that names no hook, of a plan without async functions, skips that step.
+        self._site_plain = self._site_call if context.plan.asynchronous else (
+            pipeline.compose([*steps, *tail], self, self._site_receive))
 
     def _site_receive(self, action: Action) -> Any:
         return self.receive(action, self.site_context.life)
@@ -149,12 +153,12 @@ class Site(pykka.Actor):
 
     def _site_run(self, batch: Batch) -> None:
         settler = self.site_context.settler
-        life = self.site_context.life
+        life = self.site_context.life._state  # the slot Life publishes its snapshots in
         tally = Tally()
         ran = 0
         try:
             for ticket in batch.tickets:
-                if life.published is not self.site_snapshot:
+                if life.snapshot is not self.site_snapshot:
                     self._site_build()  # Life published a change: from this action on
                 if settler.cancelling:
                     if ticket.unsend(batch):  # still ours to start: cancel it instead
@@ -176,8 +180,12 @@ class Site(pykka.Actor):
         outcome, value = CRASHED, None
         self.site_ticket = ticket
         handed_over = False
+        action = ticket.action
         try:
-            value = self._site_call(ticket.action)
+            if action.hooks or action.after:
+                value = self._site_call(action)
+            else:
+                value = self._site_plain(action)
             if isinstance(value, pipeline.Pending):  # an async def function: the loop awaits
                 with _claims:
                     ticket.state = AWAITING  # before the loop may settle it
