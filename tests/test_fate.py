@@ -220,3 +220,23 @@ def test_override_hides_the_source_it_replaces(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sites must be >= 1") as info:
         Fate.load(path, env={}, sites=0)
     assert "echo.toml" not in str(info.value)
+
+
+def test_library_constructors_never_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ECHO_* variables are read by Fate.load() only: a Sequence, a Life and a
+    RedisProduction built without a Fate use Fate()'s defaults."""
+    from echo_actors import Life, Plan, Sequence, Signature  # noqa: PLC0415
+    from echo_actors.production.redis import RedisProduction  # noqa: PLC0415
+
+    monkeypatch.setenv("ECHO_MAX_ATTEMPTS", "7")
+    monkeypatch.setenv("ECHO_RUNTIME", "gevent")
+    plan = Plan().with_signature(Signature("A")).with_function("A", lambda x: x).build()
+    sequence = Sequence(plan)
+    assert (sequence.fate, sequence.runtime.name) == (Fate(), "thread")
+    assert Life().fate == Fate()
+    production = RedisProduction("redis://127.0.0.1:1/0")  # connects only when used
+    try:
+        assert production.fate == Fate()
+    finally:
+        production.close()
+    assert Fate.load().max_attempts == 7  # where you ask

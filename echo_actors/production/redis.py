@@ -650,8 +650,8 @@ class RedisProduction(Production):
     ``url_or_client``: a ``redis://`` URL or a ``redis.Redis`` client (kept
     open on :meth:`close`; a URL's client is closed). ``fate`` supplies
     ``max_action_bytes`` (larger entries are refused) and ``max_attempts``
-    (deliveries to workers that died count as attempts); default
-    :meth:`Fate.load`. ``visibility_timeout``: seconds an entry may stay
+    (deliveries to workers that died count as attempts); default ``Fate()``
+    (the environment is read only by :meth:`Fate.load`, where you ask). ``visibility_timeout``: seconds an entry may stay
     unacknowledged on a silent consumer before others claim it. ``nonces``:
     where license nonces are claimed when license keys are set (default: a
     :class:`RedisNonceStore` on the same server).
@@ -724,7 +724,7 @@ class RedisProduction(Production):
         self._pace = 0.0  # entries ended per second, smoothed
         self._paced_at = time.monotonic()
         self._paced_count = 0
-        self.fate = fate if fate is not None else Fate.load()
+        self.fate = fate if fate is not None else Fate()
         self.max_action_bytes = self.fate.max_action_bytes
         self.batch = batch
         self.read_ahead = read_ahead
