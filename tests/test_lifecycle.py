@@ -75,6 +75,18 @@ class _SlowTake(Production):
         return super().take(limit)
 
 
+def _gated() -> tuple[threading.Event, threading.Event, Callable[[int], int]]:
+    """A function that says it started, then waits for the gate: (started, gate, function)."""
+    started, gate = threading.Event(), threading.Event()
+
+    def work(n: int) -> int:
+        started.set()
+        gate.wait(LIMIT)
+        return n
+
+    return started, gate, work
+
+
 def _outcome(future: Any, timeout: float = LIMIT) -> str:
     try:
         future.get(timeout=timeout)
@@ -134,14 +146,7 @@ def test_dispatcher_crash_mid_work_loses_nothing(made: list[Sequence]) -> None:
 
 def test_dispatcher_crash_then_shutdown_hands_back_everything(made: list[Sequence]) -> None:
     """After a dispatcher crash, shutdown(drain=False) hands back every action not started."""
-    started = threading.Event()
-    gate = threading.Event()
-
-    def work(n: int) -> int:
-        started.set()
-        gate.wait(LIMIT)
-        return n
-
+    started, gate, work = _gated()
     sequence = Sequence(_plan(Work=work), sites=1, fate=FAST.replace(mailbox_window=4))
     made.append(sequence.start())
     futures = [sequence.submit(Action("Work", n)) for n in range(50)]
@@ -618,14 +623,7 @@ def test_unkeyed_work_does_not_starve_behind_a_busy_key(made: list[Sequence]) ->
 
 def test_cancel_one_action(made: list[Sequence]) -> None:
     """cancel(id): a waiting action is handed back; one that started runs on."""
-    started = threading.Event()
-    gate = threading.Event()
-
-    def work(n: int) -> int:
-        started.set()
-        gate.wait(LIMIT)
-        return n
-
+    started, gate, work = _gated()
     sequence = Sequence(_plan(Work=work), sites=1, fate=FAST.replace(mailbox_window=2))
     made.append(sequence.start())
     running = Action("Work", 0)
