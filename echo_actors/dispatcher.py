@@ -463,7 +463,9 @@ class Dispatcher(pykka.Actor):
     def _site_exited(self, event: SiteExited) -> None:
         slot = self._slots[event.site]
         if event.urn is not None and slot.urn is not None and event.urn != slot.urn:
-            self._take_back(slot, event.urn)  # an old incarnation: the new one runs on
+            # An old incarnation: the new one runs on, and gets what the old one held.
+            if self._take_back(slot, event.urn) and slot.alive and not slot.inflight:
+                self._feed(slot, self._window)
             return
         if not slot.alive:
             return
@@ -474,6 +476,9 @@ class Dispatcher(pykka.Actor):
         back = self._take_back(slot, slot.urn)
         if event.reason == "crash":
             _log.warning("site_exited", site=event.site, reason=event.reason, requeued=back)
+        if back and self._steal:  # idle Sites need not wait for its restart
+            for thief in list(itertools.islice(self._idle, 4)):
+                self._feed(thief, self._window)
 
     def _take_back(self, slot: _Slot, urn: str | None) -> int:
         """Put the unstarted tickets sent to Site incarnation ``urn`` back in the backlog."""

@@ -651,8 +651,9 @@ class RedisProduction(Production):
     open on :meth:`close`; a URL's client is closed). ``fate`` supplies
     ``max_action_bytes`` (larger entries are refused) and ``max_attempts``
     (deliveries to workers that died count as attempts); default ``Fate()``
-    (the environment is read only by :meth:`Fate.load`, where you ask). ``visibility_timeout``: seconds an entry may stay
-    unacknowledged on a silent consumer before others claim it. ``nonces``:
+    (the environment is read only by :meth:`Fate.load`, where you ask).
+    ``visibility_timeout``: seconds an entry may stay unacknowledged on a
+    silent consumer before others claim it. ``nonces``:
     where license nonces are claimed when license keys are set (default: a
     :class:`RedisNonceStore` on the same server).
 
