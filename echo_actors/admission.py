@@ -42,8 +42,11 @@ def check_admissible(action: Action, fate: Fate) -> None:
             encoding over ``fate.max_action_bytes`` (the message names which).
         EncodeError: a value MessagePack cannot carry (a ValidationError too).
     """
-    check_limits(action, fate)
-    if _small(action) and fate.max_action_bytes >= _SMALL_BOUND:
+    if not isinstance(action, Action) or action.next is not None:
+        check_limits(action, fate)
+    elif action.delay > fate.max_delay:
+        check_limits(action, fate)  # raises, naming the delay
+    elif _small(action) and fate.max_action_bytes >= _SMALL_BOUND:
         return  # nothing in it can be large, nor fail to encode: no need to encode it
     try:
         size = len(_ENCODER.encode(action))

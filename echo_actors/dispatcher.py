@@ -311,7 +311,9 @@ class Dispatcher(pykka.Actor):
                 while i < len(taken):
                     ticket = taken[i]
                     i += 1
-                    if self._route(ticket, slot, kick):
+                    if ticket.action.key is None and ticket.state == QUEUED:
+                        batch.append(ticket)  # _route's answer for unkeyed work, inline
+                    elif self._route(ticket, slot, kick):
                         batch.append(ticket)
                 taken = []
             if not batch and not slot.inflight and steal and self._steal:

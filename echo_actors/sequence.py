@@ -434,7 +434,7 @@ class Sequence:
         if not isinstance(action, Action):
             raise TypeError(f"expected an Action, got {type(action).__name__}")
         run = self._started()
-        fate = self.life.fate
+        fate = self.life._state.snapshot.fate  # Life's published Fate (the property, inline)
         check_admissible(action, fate)
         future = self.runtime.future()
         ticket = Ticket(action, future)

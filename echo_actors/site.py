@@ -103,6 +103,8 @@ class Site(pykka.Actor):
         self.site_context = site_context
         self._site_call: pipeline.Next = self._site_receive
         self._site_plain: pipeline.Next = self._site_receive
+        self._site_bare = False
+        self._site_life = site_context.life
 
     def on_start(self) -> None:
         self._site_build()
@@ -123,6 +125,8 @@ class Site(pykka.Actor):
         # An action that names no hook, of a plan without async functions, skips that step.
         self._site_plain = self._site_call if context.plan.asynchronous else (
             pipeline.compose([*steps, *tail], self, self._site_receive))
+        self._site_bare = self._site_plain == self._site_receive  # nothing wraps receive
+        self._site_life = context.life
 
     def _site_receive(self, action: Action) -> Any:
         return self.receive(action, self.site_context.life)
@@ -184,9 +188,11 @@ class Site(pykka.Actor):
         try:
             if action.hooks or action.after:
                 value = self._site_call(action)
+            elif self._site_bare:
+                value = self.receive(action, self._site_life)
             else:
                 value = self._site_plain(action)
-            if isinstance(value, pipeline.Pending):  # an async def function: the loop awaits
+            if type(value) is pipeline.Pending:  # an async def function: the loop awaits
                 with _claims:
                     ticket.state = AWAITING  # before the loop may settle it
                 self.site_context.runner.hand_over(ticket, value.coroutine,
