@@ -63,20 +63,12 @@ class Ticket:
             self.state = RUNNING
             return True
 
-    def unsend(self, batch: Any = None) -> bool:
-        """SENT -> QUEUED (taken back from a mailbox), if still SENT (in ``batch`` if given)."""
+    def unsend(self, batch: Any) -> bool:
+        """SENT in ``batch`` -> QUEUED (taken back from that mailbox): True if it still was."""
         with _claims:
-            if self.state != SENT or (batch is not None and self.batch is not batch):
+            if self.state != SENT or self.batch is not batch:
                 return False
             self.state, self.batch = QUEUED, None
-            return True
-
-    def end_unstarted(self) -> bool:
-        """QUEUED or SENT -> ENDED (a cancellation): True if this caller ended it."""
-        with _claims:
-            if self.state not in (QUEUED, SENT):
-                return False
-            self.state = ENDED
             return True
 
     def __repr__(self) -> str:
