@@ -57,11 +57,22 @@ def cli_binary() -> str | None:
     return candidate if shutil.which(candidate) else None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_port(bus: bool = False) -> int:
+    """A free loopback port; with ``bus``, one whose cluster bus port (port + 10000) is a
+    valid port and free too, as a cluster node binds both."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not bus:
+            return port
+        if port + 10000 <= 65535:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
 
 
 class RedisServer:
@@ -97,7 +108,7 @@ class RedisServer:
             raise FileNotFoundError(INSTALL_HINT)
         self._dir = tempfile.TemporaryDirectory(prefix="echo-redis-")
         for _ in range(3):  # a free port can be taken between the check and the bind
-            self.port = _free_port()
+            self.port = _free_port(bus="--cluster-enabled" in self.extra)
             if self._launch(binary):
                 return self
             self._kill()
