@@ -301,12 +301,24 @@ class _Watched(pykka.Actor):
             self._supervision_error = self._supervision_error or exc
             raise
         finally:
-            watch, error = self._supervision_watch, self._supervision_error
-            if watch is not None:
-                self._supervision_started(error or ChildExitError("exited before it started"))
-                if watch.supervisor is not None:
-                    reason: ExitReason = "normal" if error is None else "crash"
-                    _tell(watch.supervisor, _Exited(watch.name, self.actor_urn, reason, error))
+            self._supervision_ended()
+
+    def on_killed_before_start(self, exc: BaseException) -> None:
+        # gevent: the loop never ran, so _actor_loop's ending above never will.
+        error = ChildExitError(f"killed before it started: {exc!r}")
+        error.__cause__ = exc
+        self._supervision_error = self._supervision_error or error
+        self._supervision_ended()
+
+    def _supervision_ended(self) -> None:
+        """Say the start failed (if it had not returned yet) and tell the supervisor the exit."""
+        watch, error = self._supervision_watch, self._supervision_error
+        if watch is not None:
+            self._supervision_started(error or ChildExitError("exited before it started"))
+            self._supervision_watch = None  # an ending is told once
+            if watch.supervisor is not None:
+                reason: ExitReason = "normal" if error is None else "crash"
+                _tell(watch.supervisor, _Exited(watch.name, self.actor_urn, reason, error))
 
 
 _WATCHED = "_supervision_watched"  # a concrete class's own cached watched subclass

@@ -760,6 +760,29 @@ def test_killed_greenlet_is_an_exit_not_a_process_wide_stop() -> None:
         bystander.stop()
 
 
+class KilledBeforeItRan(Worker):
+    """A child whose greenlet is killed before its loop ever ran (gevent)."""
+
+    def _start_actor_loop(self) -> None:
+        super()._start_actor_loop()  # type: ignore[misc]
+        self.actor_greenlet.kill(block=False)  # type: ignore[attr-defined]
+
+
+def test_a_greenlet_killed_before_it_ran_fails_the_start() -> None:
+    """gevent: a child killed before its first run fails the start instead of hanging it."""
+    import gevent  # noqa: PLC0415 - this test is about gevent only
+
+    runtime = get_runtime("gevent")
+    rec = Recorder(runtime)
+    killed = type("KilledBeforeItRan", (KilledBeforeItRan, runtime.actor_base), {})
+    with pytest.raises(SupervisorStartError) as raised:
+        start_supervisor([spec("a", rec), ChildSpec("b", killed, ("b", rec))], runtime=runtime)
+    assert raised.value.child == "b"
+    cause = raised.value.__cause__
+    assert isinstance(cause, ChildExitError) and isinstance(cause.__cause__, gevent.GreenletExit)
+    assert not rec.of("on_start", "b") and rec.names("stop") == ["a"]
+
+
 def test_plain_and_concrete_classes_share_a_cached_mixin(supervise: Any, runtime: Runtime) -> None:
     """Plain pykka.Actor and concrete classes both work; each class gets one cached mixin."""
     rec = Recorder(runtime)

@@ -147,18 +147,31 @@ class GeventActor(pykka.Actor):
     def _create_future() -> pykka.Future[Any]:
         return GeventFuture()
 
+    _actor_loop_ran = False
+
     def _start_actor_loop(self) -> None:
-        greenlet: Any = gevent.spawn(self._actor_loop)
+        greenlet: Any = gevent.spawn(self._actor_greenlet_run)
         # link() runs the callback in a new greenlet once the loop has ended,
         # whether it returned, raised, or was killed (even before it started).
         greenlet.link(self._actor_greenlet_ended)
         self.actor_greenlet = greenlet
 
-    def _actor_greenlet_ended(self, _greenlet: Any) -> None:
+    def _actor_greenlet_run(self) -> None:
+        self._actor_loop_ran = True
+        self._actor_loop()
+
+    def _actor_greenlet_ended(self, greenlet: Any) -> None:
         if not self.actor_stopped.is_set():
             # Killed outside a message handler (idle, on_start, not started).
             self._actor_killed()
+        if not self._actor_loop_ran:
+            self.on_killed_before_start(greenlet.exception or gevent.GreenletExit())
         self._actor_loop_teardown()
+
+    def on_killed_before_start(self, exc: BaseException) -> None:
+        """Called (in a new greenlet) when the actor's greenlet was killed before its loop
+        ran, so neither ``on_start`` nor ``on_stop`` nor ``on_failure`` ever will be:
+        supervisors override it to hear of that exit. ``exc`` is what killed it."""
 
     def _actor_killed(self) -> None:
         pykka.ActorRegistry.unregister(self.actor_ref)
