@@ -31,7 +31,7 @@ Metric names (every one with a ``sequence`` label, the Sequence's ``name``):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from echo_actors._observe import BOUNDS, OUTCOMES, Recorder, Timing, attach
@@ -54,54 +54,59 @@ def _prometheus() -> Any:
 
 
 class SequenceCollector:
-    """A Prometheus collector that reads one Sequence's figures at each scrape."""
+    """A Prometheus collector that reads its Sequences' figures at each scrape.
 
-    def __init__(self, sequence: Sequence, recorder: Recorder) -> None:
-        self.sequence = sequence
-        self.recorder = recorder
+    Each metric family is yielded once, with one sample per Sequence (told apart by
+    the ``sequence`` label), as the exposition format requires.
+    """
+
+    def __init__(self, sequences: list[tuple[Sequence, Recorder]]) -> None:
+        self.sequences = sequences
 
     def describe(self) -> list[Any]:
         return []  # figures appear as they are collected; no clash checks at register time
 
     def collect(self) -> Iterator[Any]:
         _, core = _prometheus()
-        sequence = self.sequence
         base = ["sequence"]
-        seq = sequence.name
-        stats = sequence.stats()
+        figures = [(sequence.name, sequence.stats(), recorder, _redis_stats(sequence))
+                   for sequence, recorder in self.sequences]
 
-        def gauge(name: str, doc: str, value: float) -> Any:
-            family = core.GaugeMetricFamily(name, doc, labels=base)
-            family.add_metric([seq], value)
-            return family
+        def family(name: str, kind: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+            maker = core.GaugeMetricFamily if kind == "gauge" else core.CounterMetricFamily
+            return maker(name, doc, labels=[*base, *labels])
 
-        accepted = core.CounterMetricFamily("echo_actions_accepted",
-                                            "Actions accepted (submitted, chained, assigned)",
-                                            labels=base)
-        accepted.add_metric([seq], stats.accepted)
-        yield accepted
-        yield gauge("echo_actions_outstanding", "Accepted actions not ended yet",
-                    stats.outstanding)
-        yield gauge("echo_actions_queued", "Actions waiting in the production", stats.queued)
-        yield gauge("echo_actions_waiting", "Actions waiting on a delay or a retry backoff",
-                    stats.waiting)
+        totals = (
+            ("echo_actions_accepted", "counter",
+             "Actions accepted (submitted, chained, assigned)", "accepted"),
+            ("echo_actions_outstanding", "gauge", "Accepted actions not ended yet",
+             "outstanding"),
+            ("echo_actions_queued", "gauge", "Actions waiting in the production", "queued"),
+            ("echo_actions_waiting", "gauge", "Actions waiting on a delay or a retry backoff",
+             "waiting"),
+        )
+        for name, kind, doc, field in totals:
+            metric = family(name, kind, doc)
+            for seq, stats, _, _ in figures:
+                metric.add_metric([seq], getattr(stats, field))
+            yield metric
 
-        outcomes = self.recorder.outcomes()
         for outcome in OUTCOMES:
-            family = core.CounterMetricFamily(
-                f"echo_actions_{outcome}", f"Attempts ended as {outcome}, by action name",
-                labels=[*base, "name"],
-            )
-            for (kind, name), value in sorted(outcomes.items()):
-                if kind == outcome:
-                    family.add_metric([seq, name], value)
-            yield family
+            metric = family(f"echo_actions_{outcome}", "counter",
+                            f"Attempts ended as {outcome}, by action name", ("name",))
+            for seq, _, recorder, _ in figures:
+                for (kind, name), value in sorted(recorder.outcomes().items()):
+                    if kind == outcome:
+                        metric.add_metric([seq, name], value)
+            yield metric
 
-        run, wait = self.recorder.timings()
+        timed = [(seq, *recorder.timings()) for seq, _, recorder, _ in figures]
         yield _histogram(core, "echo_action_run_seconds",
-                         "Seconds an attempt ran (steps, hooks and function)", seq, run)
+                         "Seconds an attempt ran (steps, hooks and function)",
+                         [(seq, run) for seq, run, _ in timed])
         yield _histogram(core, "echo_action_queue_wait_seconds",
-                         "Seconds from admission to the first attempt's start", seq, wait)
+                         "Seconds from admission to the first attempt's start",
+                         [(seq, wait) for seq, _, wait in timed])
 
         site_figures = (
             ("echo_site_depth", "gauge", "Tickets queued for the Site (mailbox + backlog)",
@@ -114,24 +119,27 @@ class SequenceCollector:
             ("echo_site_restarts", "counter", "Times the Site was restarted", "restarts"),
         )
         for name, kind, doc, field in site_figures:
-            maker = core.GaugeMetricFamily if kind == "gauge" else core.CounterMetricFamily
-            family = maker(name, doc, labels=[*base, "site"])
-            for site in stats.sites:
-                family.add_metric([seq, str(site.site)], float(getattr(site, field)))
-            yield family
+            metric = family(name, kind, doc, ("site",))
+            for seq, stats, _, _ in figures:
+                for site in stats.sites:
+                    metric.add_metric([seq, str(site.site)], float(getattr(site, field)))
+            yield metric
 
-        redis_stats = _redis_stats(sequence)
-        if redis_stats is not None:
-            yield gauge("echo_redis_stream_length", "Entries in the work stream",
-                        redis_stats.length)
-            yield gauge("echo_redis_pending", "Entries read by the group, not acknowledged",
-                        redis_stats.pending)
-            if redis_stats.lag is not None:
-                yield gauge("echo_redis_lag", "Entries the group has not read yet",
-                            redis_stats.lag)
-            yield gauge("echo_redis_delayed", "Actions parked for a delay", redis_stats.delayed)
-            yield gauge("echo_redis_dead_letters", "Entries in the dead stream",
-                        redis_stats.dead_letters)
+        on_redis = [(seq, redis) for seq, _, _, redis in figures if redis is not None]
+        redis_figures = (
+            ("echo_redis_stream_length", "Entries in the work stream", "length"),
+            ("echo_redis_pending", "Entries read by the group, not acknowledged", "pending"),
+            ("echo_redis_lag", "Entries the group has not read yet", "lag"),
+            ("echo_redis_delayed", "Actions parked for a delay", "delayed"),
+            ("echo_redis_dead_letters", "Entries in the dead stream", "dead_letters"),
+        )
+        for name, doc, field in redis_figures if on_redis else ():
+            metric = family(name, "gauge", doc)
+            for seq, redis in on_redis:
+                value = getattr(redis, field)
+                if value is not None:
+                    metric.add_metric([seq], value)
+            yield metric
 
 
 def _redis_stats(sequence: Sequence) -> Any:
@@ -144,35 +152,48 @@ def _redis_stats(sequence: Sequence) -> Any:
         return None
 
 
-def _histogram(core: Any, name: str, doc: str, seq: str, timings: dict[str, Timing]) -> Any:
+def _histogram(core: Any, name: str, doc: str,
+               per_sequence: list[tuple[str, dict[str, Timing]]]) -> Any:
     family = core.HistogramMetricFamily(name, doc, labels=["sequence", "name"])
-    for action_name, timing in sorted(timings.items()):
-        cumulative = timing.cumulative()
-        buckets = [
-            ("+Inf" if math.isinf(bound) else repr(bound), count)
-            for bound, count in zip(BOUNDS, cumulative, strict=True)
-        ]
-        family.add_metric([seq, action_name], buckets, timing.total)
+    for seq, timings in per_sequence:
+        for action_name, timing in sorted(timings.items()):
+            cumulative = timing.cumulative()
+            buckets = [
+                ("+Inf" if math.isinf(bound) else repr(bound), count)
+                for bound, count in zip(BOUNDS, cumulative, strict=True)
+            ]
+            family.add_metric([seq, action_name], buckets, timing.total)
     return family
 
 
-def register(sequence: Sequence, registry: Any = None, *, sample: int = 4) -> SequenceCollector:
-    """Collect ``sequence``'s metrics into ``registry`` (default: prometheus_client's).
+def register(
+    sequence: Sequence | Iterable[Sequence], registry: Any = None, *, sample: int = 4,
+) -> SequenceCollector:
+    """Collect the metrics of ``sequence``, or of several, into ``registry``
+    (default: prometheus_client's).
 
-    Call it before the Sequence starts (the timings are a pipeline step).
+    Call it before the Sequences start (the timings are a pipeline step).
     Counts are exact; the run-time and queue-wait histograms time one attempt
     in ``sample`` per Site and action name (``sample=1``: every attempt, at
-    about 15 % of a no-op action's throughput; with 4, about 4 %). Registering
-    the same Sequence twice returns a new collector over the same figures;
-    register it in one registry once.
+    about 15 % of a no-op action's throughput; with 4, about 4 %). The
+    Sequences of one process (a worker reading several streams) go in one
+    call, so that each metric is one family with a sample per Sequence, told
+    apart by their ``name``. Registering the same Sequence twice returns a
+    new collector over the same figures; register it in one registry once.
 
     Raises:
         ImportError: prometheus_client is not installed (the ``metrics`` extra).
-        RuntimeError: the Sequence already started.
+        RuntimeError: a Sequence already started.
+        ValueError: no Sequence, or two with the same ``name``.
     """
+    from echo_actors.sequence import Sequence  # noqa: PLC0415 - the package imports this module
+
     prometheus_client, _ = _prometheus()
-    recorder = attach(sequence, sample)
-    collector = SequenceCollector(sequence, recorder)
+    sequences = [sequence] if isinstance(sequence, Sequence) else list(sequence)
+    names = [s.name for s in sequences]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"metrics need one Sequence or more, with distinct names: {names!r}")
+    collector = SequenceCollector([(s, attach(s, sample)) for s in sequences])
     target = registry if registry is not None else prometheus_client.REGISTRY
     target.register(collector)
     return collector

@@ -176,6 +176,34 @@ def test_worker_metrics_and_the_stream_dashboard(redis_server: str, plan_file: P
     assert worker.returncode == 0, worker_err
 
 
+def test_a_worker_on_several_streams_shows_each_one_in_its_metrics(
+    redis_server: str, plan_file: Path
+) -> None:
+    """``--stream a,b --metrics-port``: one family per metric, a sample per stream's Sequence."""
+    first, second = f"t-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:10]}"
+    worker = _start("worker", f"{plan_file}:plan", "--stream", f"{first},{second}",
+                    "--metrics-port", "0", "--sites", "1", ECHO_REDIS_URL=redis_server)
+    try:
+        port = int(_line(worker.stderr, r"metrics at http://127\.0\.0\.1:(\d+)/")[1])
+        _line(worker.stderr, f"reading {second}")
+        for stream, count in ((first, 3), (second, 5)):
+            with RedisProduction(redis_server, stream=stream, fate=Fate()) as submitter:
+                for future in submitter.submit_many([Action("Double", i) for i in range(count)]):
+                    future.get(timeout=LIMIT)
+
+        def scraped() -> str:
+            return _get(port, "/metrics")[1]
+
+        done = (f'echo_actions_completed_total{{name="Double",sequence="{first}"}} 3.0',
+                f'echo_actions_completed_total{{name="Double",sequence="{second}"}} 5.0')
+        _wait_until(lambda: all(line in scraped() for line in done), "both streams' counts")
+        helps = [line for line in scraped().splitlines() if line.startswith("# HELP")]
+        assert len(helps) == len(set(helps))
+    finally:
+        _, worker_err = _stop(worker, signal.SIGTERM)
+    assert worker.returncode == 0, worker_err
+
+
 def test_dashboard_off_loopback_without_the_option_is_refused(redis_server: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "echo_actors", "dashboard", "--host", "0.0.0.0", "--port", "0"],

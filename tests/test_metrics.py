@@ -180,3 +180,33 @@ def test_timings_sample_one_attempt_in_n_and_counts_stay_exact() -> None:
     assert _value(samples, "echo_action_queue_wait_seconds_count", name="Ok") == 6
     with pytest.raises(ValueError, match="sample"):
         metrics.register(Sequence(shop.plan), registry, sample=0)
+
+
+def test_several_sequences_share_one_family_per_metric() -> None:
+    """Two Sequences in one registry: each metric is one family with a sample per Sequence."""
+    shop = Shop()
+    registry = CollectorRegistry()
+    first = Sequence(shop.plan, sites=1, name="shop")
+    second = Sequence(shop.plan, sites=2, name="depot")
+    metrics.register([first, second], registry)
+    with first, second:
+        first.submit(Action("Ok", 1)).get(timeout=LIMIT)
+        for future in second.submit_many([Action("Ok", i) for i in range(3)]):
+            future.get(timeout=LIMIT)
+        assert first.join(LIMIT) and second.join(LIMIT)
+        text = generate_latest(registry).decode()
+        samples = _samples(registry)
+    # One HELP line per family: a second collector per Sequence would repeat them.
+    helps = [line for line in text.splitlines() if line.startswith("# HELP")]
+    assert len(helps) == len(set(helps)) and "# HELP echo_actions_completed_total" in text
+    assert _value(samples, "echo_actions_completed_total", name="Ok") == 1
+    assert samples[("echo_actions_completed_total",
+                    (("name", "Ok"), ("sequence", "depot")))] == 3
+    alive = {labels: v for (name, labels), v in samples.items() if name == "echo_site_alive"}
+    assert alive == {(("sequence", "shop"), ("site", "0")): 1.0,
+                     (("sequence", "depot"), ("site", "0")): 1.0,
+                     (("sequence", "depot"), ("site", "1")): 1.0}
+    with pytest.raises(ValueError, match="distinct names"):
+        metrics.register([Sequence(shop.plan), Sequence(shop.plan)], CollectorRegistry())
+    with pytest.raises(ValueError, match="distinct names"):
+        metrics.register([], CollectorRegistry())

@@ -51,8 +51,9 @@ def steps(args: argparse.Namespace) -> list[Any]:
     return [tracing.step]
 
 
-def observe(args: argparse.Namespace, sequence: Any, err: IO[str]) -> Callable[[], None]:
-    """Before the Sequence starts: register metrics and the dashboard; returns their closer."""
+def observe(args: argparse.Namespace, sequences: list[Any], err: IO[str]) -> Callable[[], None]:
+    """Before the Sequences start: register their metrics and (``run``'s one Sequence) the
+    dashboard; returns their closer."""
     closers: list[Callable[[], None]] = []
     if args.metrics_port is not None:
         try:
@@ -63,7 +64,7 @@ def observe(args: argparse.Namespace, sequence: Any, err: IO[str]) -> Callable[[
             raise CommandError("--metrics-port needs prometheus_client: "
                                "pip install 'echo_actors[metrics]'") from None
         registry = CollectorRegistry()
-        metrics.register(sequence, registry)
+        metrics.register(sequences, registry)
         server = metrics.serve(args.metrics_port, args.metrics_host, registry)
         closers.append(server.shutdown)
         print(f"echo-actors: metrics at http://{args.metrics_host}:{server.server_port}/metrics",
@@ -71,7 +72,7 @@ def observe(args: argparse.Namespace, sequence: Any, err: IO[str]) -> Callable[[
     if getattr(args, "dashboard", False):
         from echo_actors import dashboard  # noqa: PLC0415
 
-        board = dashboard.serve(sequence, args.dashboard_port)
+        board = dashboard.serve(sequences[0], args.dashboard_port)
         closers.append(board.close)
         print(f"echo-actors: dashboard at {board.url}", file=err, flush=True)
 

@@ -135,7 +135,7 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                   "running actions", file=err, flush=True)
 
         sequence = Sequence(plan, fate=fate, steps=steps(args))
-        unobserve = observe(args, sequence, err)
+        unobserve = observe(args, [sequence], err)
         progress = Progress(err, "off", args.progress_every)
         closed = False
         started = time.perf_counter()

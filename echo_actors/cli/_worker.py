@@ -122,9 +122,11 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 read_ahead=args.read_ahead or 256, fair=args.read_ahead is None,
                 visibility_timeout=args.visibility_timeout, sites=fate.sites,
             ))
+            # Named by their stream when there are several (the metrics' sequence label).
             sequences.append(Sequence(plan, production=productions[-1], fate=fate,
-                                      steps=steps(args)))
-        unobserve = observe(args, sequences[0], err)  # metrics of the first stream's Sequence
+                                      steps=steps(args),
+                                      name=stream if len(streams) > 1 else "sequence"))
+        unobserve = observe(args, sequences, err)
     except BaseException:
         for production in productions:
             production.close()
