@@ -20,11 +20,14 @@ from echo_actors._messages import LifeChanged
 from echo_actors.fate import Fate
 from echo_actors.production import Production
 from echo_actors.runtime import Runtime, bind_actor, get_runtime
-from echo_actors.supervision import ChildSpec
+from echo_actors.supervision import ChildSpec, ExitInfo
 
 __all__ = ["Life", "LifeSnapshot"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_RESTART_WAIT = 10.0
+"""Seconds a call waits for the supervisor to restart Life's actor before it starts one."""
 _MISSING: Any = object()
 
 
@@ -151,10 +154,15 @@ class Life:
         self._ref: pykka.ActorRef[Any] | None = None
         self._proxy: pykka.ActorProxy[Any] | None = None
         self._lock = threading.Lock()
+        self._restarted: Any = None  # set by each start under a supervisor (its runtime's event)
 
     def _actor(self) -> pykka.ActorRef[Any]:
         ref = self._ref
         if ref is None or not ref.is_alive():
+            if self._restarted is not None:  # its supervisor restarts it: wait for that one
+                ref = self._wait_for_restart()
+                if ref is not None:
+                    return ref
             with self._lock:
                 ref = self._ref
                 if ref is None or not ref.is_alive():
@@ -163,13 +171,37 @@ class Life:
                     ref = self._ref = bind_actor(_LifeActor, runtime).start(self._state)
         return ref
 
+    def _wait_for_restart(self) -> pykka.ActorRef[Any] | None:
+        """The supervised actor once its supervisor started it again; None if it stopped
+        supervising it (then the caller starts one of its own, as for a Life of its own)."""
+        restarted = self._restarted
+        while restarted is not None and restarted is self._restarted:
+            restarted.clear()
+            ref = self._ref
+            if ref is not None and ref.is_alive():
+                return ref
+            if not restarted.wait(_RESTART_WAIT):
+                return None
+        return None
+
     def child_spec(self, name: str = "life") -> ChildSpec:
-        """A supervisor child that runs this Life's actor (restarted with its state)."""
+        """A supervisor child that runs this Life's actor (restarted with its state).
+
+        While that supervisor restarts it, calls on this handle wait for the new
+        actor rather than start one of their own beside it.
+        """
+        restarted = (self._runtime or get_runtime("thread")).event()
 
         def adopt(ref: pykka.ActorRef[Any]) -> None:
-            self._ref = ref
+            self._ref, self._restarted = ref, restarted
+            restarted.set()
 
-        return ChildSpec(name, _LifeActor, (self._state,), on_start=adopt)
+        def exited(info: ExitInfo) -> None:
+            if info.reason == "shutdown" and self._restarted is restarted:
+                self._restarted = None  # stopped on purpose: no restart is coming
+                restarted.set()
+
+        return ChildSpec(name, _LifeActor, (self._state,), on_start=adopt, on_exit=exited)
 
     @property
     def started(self) -> bool:
@@ -177,6 +209,15 @@ class Life:
         return self._ref is not None and self._ref.is_alive()
 
     def _ask(self, op: str, *args: Any) -> Any:
+        try:
+            return self._ask_once(op, *args)
+        except pykka.ActorDeadError:
+            if self._restarted is None:
+                raise
+            # It stopped before it took the message (a restart): ask its successor.
+            return self._ask_once(op, *args)
+
+    def _ask_once(self, op: str, *args: Any) -> Any:
         ref = self._actor()
         if self._proxy is None or self._proxy.actor_ref is not ref:
             self._proxy = ref.proxy()
@@ -300,6 +341,9 @@ class Life:
 
     def stop(self) -> None:
         """Stop the registry actor (a later call starts a fresh one)."""
+        restarted, self._restarted = self._restarted, None
+        if restarted is not None:
+            restarted.set()
         ref, self._ref = self._ref, None
         if ref is not None and ref.is_alive():
             ref.stop()

@@ -382,3 +382,25 @@ def test_sites_do_not_ask_life_per_action(
     finally:
         release.set()
     blocked.get(timeout=LIMIT)
+
+
+def test_a_call_while_its_supervisor_restarts_it_waits_for_that_actor() -> None:
+    """A Sequence's own Life, asked while its actor restarts: no second, unsupervised actor."""
+    from echo_actors.life import _LifeActor  # noqa: PLC0415 - counting the registry's actors
+
+    runtime = get_runtime("simulation")
+    sequence = Sequence(_plan(), sites=1, runtime=runtime).start()
+    try:
+        life = sequence.life
+        old = life.actor_ref
+        old.stop()  # a permanent child: its supervisor starts a new one
+        life.register_hook("audit", lambda action: None)
+        assert life.hooks() == ["audit"]
+        assert sequence.supervisor is not None
+        (child,) = [c for c in sequence.supervisor.which_children() if c.name == "life"]
+        assert life.actor_ref is child.ref and child.ref is not old
+        assert [r for r in pykka.ActorRegistry.get_by_class(_LifeActor) if r.is_alive()] == [
+            child.ref]
+    finally:
+        sequence.shutdown()
+    assert not [r for r in pykka.ActorRegistry.get_by_class(_LifeActor) if r.is_alive()]
