@@ -137,6 +137,8 @@ class Desk:
         self.busy_keys: set[str] = set()
         self.grants: deque[Grant] = deque()  # idle Sites a submitter may send to directly
         self.quiet = False  # at the dispatcher's last look: nothing queued for any Site
+        self.armed = False  # the dispatcher's last take found the production empty, so
+        # arming its wake-up: a later put wakes the dispatcher by itself
 
     def send_direct(self, ticket: Ticket) -> bool:
         """Send a new unkeyed ticket straight to an idle Site, if the dispatcher granted one.
@@ -185,9 +187,11 @@ class Desk:
     def note(self, event: Any) -> None:
         """:meth:`post`, without a wake-up while nothing waits for a Site anywhere: for
         bookkeeping that can wait for the dispatcher's next look (a directly sent
-        ticket's Done), so that a lone action costs one message, not two."""
+        ticket's Done), so that a lone action costs one message, not two. Only while the
+        production's own wake-up is armed: else a put would not wake the dispatcher,
+        and the Site that idles now would wait beside queued work."""
         self.events.append(event)
-        if not self.quiet or self.production.pending():
+        if not (self.quiet and self.armed) or self.production.pending():
             self.wake()
 
     def wake(self) -> None:
@@ -305,7 +309,11 @@ class Dispatcher(pykka.Actor):
                 if ticket.state == QUEUED:
                     batch.append(ticket)
             while len(batch) < free:
-                taken, i = self._production.take(free - len(batch)), 0
+                want = free - len(batch)
+                taken, i = self._production.take(want), 0
+                # Fewer than asked: it was found empty and armed its wake-up. Exactly as
+                # many: it may be empty now but unarmed, and a Site that idles must say so.
+                self._desk.armed = len(taken) < want
                 if not taken:
                     break
                 while i < len(taken):
