@@ -8,13 +8,16 @@ import asyncio
 import bisect
 import contextlib
 import heapq
+import importlib.util
 import math
 import os
 import random
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -497,3 +500,56 @@ def test_the_stream_layout_is_the_same_on_every_runtime() -> None:
     assert draws(GeventRuntime(4)) == expected
     assert draws(get_runtime("thread", seed=4)) == expected
     assert draws(ThreadRuntime()) != draws(ThreadRuntime())  # unseeded: the OS's entropy
+
+
+# The call centre example
+
+
+def _call_centre() -> Any:
+    path = Path(__file__).resolve().parents[1] / "examples" / "call_centre.py"
+    spec = importlib.util.spec_from_file_location("call_centre_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # msgspec resolves the Structs' annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+call_centre = _call_centre()
+
+
+def test_call_centre_runs_small_and_repeats(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example runs small, prints measured beside theory, and one seed repeats itself;
+    without --seed it takes ECHO_SEED."""
+    argv = ["--callers", "400", "--replications", "2", "--warmup", "20", "--seed", "3"]
+    first = call_centre.main(argv)
+    out = capsys.readouterr().out
+    assert "Erlang C" in out and "Erlang A" in out and "seed 3" in out
+    assert "theory 1.0787 min" in out  # Erlang C's mean wait at 3 agents, load 0.8
+    assert call_centre.main(argv).scenarios == first.scenarios
+    patient, impatient = first.scenarios
+    assert all(r.abandoned == 0 for r in patient.replications)
+    assert all(0 < r.abandoned < 0.5 for r in impatient.replications)
+    assert all(r.callers > 300 for r in impatient.replications)  # the warm-up dropped a few
+    monkeypatch.setenv("ECHO_SEED", "3")
+    capsys.readouterr()
+    assert call_centre.main(argv[:-2]).scenarios == first.scenarios
+    assert "seed 3" in capsys.readouterr().out
+
+
+def test_call_centre_theory_agrees_with_its_limits() -> None:
+    """Erlang A tends to Erlang C as patience grows, and is M/M/∞ when patience = 1/μ."""
+    c, lam, mu = 3, 2.4, 1.0
+    patient = call_centre.erlang_a(c, lam, mu, 1e7)
+    exact = call_centre.erlang_c(c, lam, mu)
+    assert patient.waited == pytest.approx(exact.waited, rel=1e-4)
+    assert patient.mean_wait == pytest.approx(exact.mean_wait, rel=1e-4)
+    a = lam / mu  # with patience 1/μ every caller leaves at rate μ: N is Poisson(a)
+    poisson = [math.exp(-a) * a**k / math.factorial(k) for k in range(60)]
+    infinite = call_centre.erlang_a(c, lam, mu, 1 / mu)
+    assert infinite.waited == pytest.approx(sum(poisson[c:]), rel=1e-9)
+    queued = sum((k - c) * p for k, p in enumerate(poisson) if k > c)
+    assert infinite.mean_wait == pytest.approx(queued / lam, rel=1e-9)
+    with pytest.raises(ValueError, match="load"):
+        call_centre.erlang_c(2, 2.0, 1.0)
