@@ -96,19 +96,29 @@ class _Context(_thread_local()):  # type: ignore[misc]
 _context = _Context()
 """Per OS thread: the source of ids and creation times (None: the OS, the wall clock)."""
 
+_sourced = 0
+"""How many threads have a source set: while 0, making an action never reads ``_context``."""
+_sourced_lock = threading.Lock()
+
 
 def set_action_source(source: ActionSource | None) -> ActionSource | None:
     """Make ``source`` this thread's source of action ids and ``created_at``; returns the
     previous one, to be restored. ``None``: random ids from the OS and wall-clock time."""
+    global _sourced
     previous = _context.source
-    _context.source = source
+    with _sourced_lock:
+        _sourced += (source is not None) - (previous is not None)
+        _context.source = source
     return previous
 
 
 def now() -> float:
     """The time a new action is created at: the source's clock, else ``time.time()``."""
-    source = _context.source
-    return time.time() if source is None else source.now()
+    if _sourced:
+        source = _context.source
+        if source is not None:
+            return source.now()
+    return time.time()
 
 
 def new_id() -> str:
@@ -117,9 +127,10 @@ def new_id() -> str:
     While an :class:`ActionSource` is set for this thread (a simulation runs
     here), the id is the source's instead: reproducible, never drawn again.
     """
-    source = _context.source
-    if source is not None:
-        return source.new_id()
+    if _sourced:
+        source = _context.source
+        if source is not None:
+            return source.new_id()
     global _ids_pool, _ids_next
     with _ids_lock:
         start = _ids_next

@@ -108,7 +108,9 @@ class Plan:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._entries: Mapping[str, _Entry] | None = None
         self._async: frozenset[str] = frozenset()
-        self._contextual: Mapping[str, str] = MappingProxyType({})
+        self.contextual: Mapping[str, str] = MappingProxyType({})
+        """Action name -> the parameter its function takes a :class:`Context` in (filled
+        by :meth:`build`; names whose function asks for none are absent)."""
 
     def _check_open(self) -> None:
         if self._entries is not None:
@@ -172,7 +174,7 @@ class Plan:
                 n for n, fn in self._functions.items() if is_async_callable(fn)
             )
             asking = {n: context_parameter(n, fn) for n, fn in self._functions.items()}
-            self._contextual = MappingProxyType({n: p for n, p in asking.items() if p})
+            self.contextual = MappingProxyType({n: p for n, p in asking.items() if p})
         return self
 
     @property
@@ -184,12 +186,6 @@ class Plan:
     def asynchronous(self) -> frozenset[str]:
         """The names served by ``async def`` functions (empty until :meth:`build`)."""
         return self._async
-
-    @property
-    def contextual(self) -> Mapping[str, str]:
-        """Action name -> the parameter its function takes a :class:`Context` in (from
-        :meth:`build`; names whose function asks for none are absent)."""
-        return self._contextual
 
     def is_async(self, name: str) -> bool:
         """Whether ``name`` is served by an ``async def`` function (known at :meth:`build`)."""
