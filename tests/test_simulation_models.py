@@ -455,7 +455,9 @@ def test_context_in_an_async_function(make_sequence: MakeSequence) -> None:
         return f"{ctx.action.name}:{content}"
 
     sequence = make_sequence(_plan(Later=later), sites=1, runtime="thread")
-    assert sequence.submit(Action("Later", 3)).get(timeout=LIMIT) == "Later:3"
+    future = sequence.submit(Action("Later", 3))
+    assert future.get(timeout=LIMIT) == "Later:3"
+    assert future.times is not None and future.times.started is not None  # settled on the loop
 
 
 def test_a_context_that_cannot_be_passed_is_refused_at_build() -> None:
