@@ -12,6 +12,7 @@ import logging
 from pykka import Timeout
 
 from echo_actors.action import Action
+from echo_actors.context import Context
 from echo_actors.dead_letter import DeadLetter
 from echo_actors.dispatcher import SiteStats
 from echo_actors.errors import (
@@ -33,6 +34,7 @@ from echo_actors.plan import Plan, RetryPolicy, Signature
 from echo_actors.production import Production
 from echo_actors.sequence import Sequence, Stats
 from echo_actors.site import Site
+from echo_actors.times import Times
 
 __version__ = "0.2.0"
 
@@ -43,6 +45,7 @@ __all__ = [
     "Action",
     "ActionTimeoutError",
     "CancellationError",
+    "Context",
     "CrashError",
     "DeadLetter",
     "DecodeError",
@@ -63,6 +66,7 @@ __all__ = [
     "SiteStats",
     "Stats",
     "Timeout",
+    "Times",
     "ValidationError",
     "__version__",
     "sign",

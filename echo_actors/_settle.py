@@ -21,6 +21,7 @@ from echo_actors._logging import get_logger
 from echo_actors._messages import KeyFree, Requeue
 from echo_actors._ticket import AWAITING, ENDED, RUNNING, Ticket, _claims
 from echo_actors.action import Action
+from echo_actors.action import now as action_now
 from echo_actors.dead_letter import DeadLetter
 from echo_actors.errors import CancellationError, CrashError, EchoError, ExecutionError, error_kind
 from echo_actors.fate import Fate
@@ -28,6 +29,7 @@ from echo_actors.license import sign
 from echo_actors.plan import Plan, RetryPolicy
 from echo_actors.production import Production
 from echo_actors.runtime import Scheduler, TimerHandle
+from echo_actors.times import Times
 
 __all__ = ["ABANDONED", "CANCELLED", "COMPLETED", "CRASHED", "FAILED", "Settler", "Tally"]
 
@@ -64,9 +66,11 @@ class Settler:
 
     def __init__(
         self, plan: Plan, production: Production, ledger: Ledger, scheduler: Scheduler,
-        random: Any, post: Callable[[Any], None],
+        random: Any, post: Callable[[Any], None], clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plan = plan
+        self.clock = clock
+        """The runtime's clock (``runtime.monotonic``): when an action ends, for its Times."""
         self.production = production
         self.ledger = ledger
         self.scheduler = scheduler
@@ -228,6 +232,7 @@ class Settler:
                 tally.acks.append(ticket)
         future = ticket.future
         if future is not None:
+            future.times = Times(ticket.accepted, ticket.started, self.clock())
             try:  # noqa: SIM105 - suppress() costs an object on this per-action path
                 future.set(result)
             except Exception:  # noqa: BLE001, S110 - set once by construction; never break the books
@@ -244,7 +249,7 @@ class Settler:
         if self.observe is not None:
             self._seen(CANCELLED, action)
         exc = CancellationError(f"action {action.id} ({action.name}) {self.cancelled_because}")
-        _fail_future(ticket, exc)
+        _fail_future(ticket, exc, self.clock())
         if ticket.holds_key and action.key is not None and not self.cancelling:
             self._post(KeyFree(action.key))
         try:
@@ -304,12 +309,12 @@ class Settler:
             message=str(exc) or type(exc).__name__,
             attempts=action.attempt,
             first_at=action.created_at,
-            failed_at=time.time(),
+            failed_at=action_now(),
             admission=None if ticket.admission is None else ticket.admission[0],
         )
         if not self.production.stores_dead_letters:
             self.ledger.keep(letter)
-        _fail_future(ticket, exc)
+        _fail_future(ticket, exc, self.clock())
         if ticket.holds_key and action.key is not None:
             self._post(KeyFree(action.key))
         _log.debug("action_dead_lettered", action_id=action.id, action_name=action.name,
@@ -317,8 +322,9 @@ class Settler:
         self.production.bury(ticket, letter)
 
 
-def _fail_future(ticket: Ticket, exc: BaseException) -> None:
+def _fail_future(ticket: Ticket, exc: BaseException, finished: float) -> None:
     future = ticket.future
     if future is not None:
+        future.times = Times(ticket.accepted, ticket.started, finished)
         with contextlib.suppress(Exception):  # set once by construction; never break the books
             future.set_exception((type(exc), exc, exc.__traceback__))

@@ -33,25 +33,33 @@ class Ticket:
     once. ``holds_key`` marks the one ticket of an ordered key allowed to run.
     ``admission`` (an id and a wall-clock time) is the submission it belongs
     to: a license's nonce is claimed for it, and later attempts pass again.
+    ``accepted`` and ``started`` are read from the runtime's clock at
+    acceptance and when a Site claims it (see :class:`~echo_actors.times.Times`).
     """
 
-    __slots__ = ("action", "admission", "batch", "future", "holds_key", "receipt", "state")
+    __slots__ = (
+        "accepted", "action", "admission", "batch", "future", "holds_key", "receipt", "started",
+        "state",
+    )  # fmt: skip
 
     def __init__(
         self, action: Action, future: Any = None, receipt: Any = None,
-        admission: tuple[str, float] | None = None,
+        admission: tuple[str, float] | None = None, accepted: float = 0.0,
     ) -> None:
         self.action = action
         self.future = future
         self.receipt = receipt
         self.admission = admission
+        self.accepted = accepted
+        self.started: float | None = None
         self.batch: Any = None
         self.state = QUEUED
         self.holds_key = False
 
     def again(self, action: Action) -> Ticket:
-        """The ticket of the next attempt (same future, receipt and admission, key held)."""
-        ticket = Ticket(action, self.future, self.receipt, self.admission)
+        """The ticket of the next attempt (same future, receipt, admission and acceptance
+        time, key held)."""
+        ticket = Ticket(action, self.future, self.receipt, self.admission, self.accepted)
         ticket.holds_key = self.holds_key
         return ticket
 

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
@@ -20,8 +20,10 @@ __all__ = [
     "MAX_CHAIN",
     "MAX_NAME_LENGTH",
     "Action",
+    "ActionSource",
     "chain_length",
     "new_id",
+    "set_action_source",
 ]
 
 MAX_ACTION_BYTES = 1 << 20
@@ -66,8 +68,69 @@ def _forget_ids() -> None:
 os.register_at_fork(after_in_child=_forget_ids)
 
 
+class ActionSource(Protocol):
+    """Where new actions take their ``id`` and ``created_at`` from instead of the OS.
+
+    The simulation runtime is one (:func:`set_action_source`): while its
+    kernel runs, ids come from its seeded stream and ``created_at`` from its
+    virtual clock, so the same seed gives the same ids and timestamps.
+    """
+
+    def new_id(self) -> str: ...
+    def now(self) -> float: ...
+
+
+def _thread_local() -> type[threading.local]:
+    # Under gevent's monkey patching threading.local is per greenlet; a simulation's
+    # greenlets must all see the source its kernel set, so take the OS thread's own.
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("threading", "local")  # type: ignore[no-any-return]
+    return threading.local
+
+
+class _Context(_thread_local()):  # type: ignore[misc]
+    source: ActionSource | None = None
+
+
+_context = _Context()
+"""Per OS thread: the source of ids and creation times (None: the OS, the wall clock)."""
+
+_sourced = 0
+"""How many threads have a source set: while 0, making an action never reads ``_context``."""
+_sourced_lock = threading.Lock()
+
+
+def set_action_source(source: ActionSource | None) -> ActionSource | None:
+    """Make ``source`` this thread's source of action ids and ``created_at``; returns the
+    previous one, to be restored. ``None``: random ids from the OS and wall-clock time."""
+    global _sourced
+    previous = _context.source
+    with _sourced_lock:
+        _sourced += (source is not None) - (previous is not None)
+        _context.source = source
+    return previous
+
+
+def now() -> float:
+    """The time a new action is created at: the source's clock, else ``time.time()``."""
+    if _sourced:
+        source = _context.source
+        if source is not None:
+            return source.now()
+    return time.time()
+
+
 def new_id() -> str:
-    """A new action id: 128 random bits from the OS as 32 hex characters (unguessable)."""
+    """A new action id: 128 random bits from the OS as 32 hex characters (unguessable).
+
+    While an :class:`ActionSource` is set for this thread (a simulation runs
+    here), the id is the source's instead: reproducible, never drawn again.
+    """
+    if _sourced:
+        source = _context.source
+        if source is not None:
+            return source.new_id()
     global _ids_pool, _ids_next
     with _ids_lock:
         start = _ids_next
@@ -101,6 +164,9 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fie
     ``delay``, ``hooks``, ``after``, ``next``, ``license``, ``key``,
     ``ordered`` and ``id`` (the idempotency key); ``attempt`` and
     ``created_at`` are the system's, reset when an action is admitted.
+    Under the simulation runtime, an action made while its kernel runs (or
+    inside ``with runtime:``) takes its id from the seeded simulation and its
+    ``created_at`` from the virtual clock.
 
     ``trace`` carries a tracing context (W3C ``traceparent``/``tracestate``,
     see :mod:`echo_actors.tracing`) from hop to hop. It is rewritten at every
@@ -120,7 +186,7 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fie
     key: Name | None = None
     ordered: bool = False
     id: Id = msgspec.field(default_factory=new_id)
-    created_at: Seconds = msgspec.field(default_factory=time.time)
+    created_at: Seconds = msgspec.field(default_factory=now)
     trace: Annotated[dict[_TraceKey, _TraceValue], msgspec.Meta(max_length=8)] = {}
 
     def __post_init__(self) -> None:

@@ -9,6 +9,13 @@ queue with the most to steal (backlog first, then mailbox), trying the next
 queue when one has none. An ``ordered`` key has one action in flight at a
 time, never stolen: the next starts when the previous one ended for good.
 
+That is the ``"steal"`` discipline (``Fate.discipline``). Under ``"fifo"``
+the Sites share one backlog, a Site holds one ticket at a time and nothing
+is stolen: whichever Site is free takes the oldest waiting ticket (the
+Production's order, with tickets taken back or released by their key ahead
+of it), as c servers serve one FIFO queue. A key then picks no Site;
+ordered keys still run one at a time, in order.
+
 The dispatcher alone owns the queues and the Sites' refs. Everything else
 reaches it through its :class:`Desk`, a queue of events that outlives a
 crashed dispatcher: its successor takes the desk over and reconciles.
@@ -126,8 +133,13 @@ class Desk:
     settler: Settler
     """Where the tickets it cancels end (set by the Sequence, which makes both)."""
 
-    def __init__(self, sites: int, production: Production) -> None:
+    def __init__(self, sites: int, production: Production, *, shared: bool = False) -> None:
         self.slots = [_Slot(i) for i in range(sites)]
+        self.shared = shared
+        if shared:  # the "fifo" discipline: one backlog for every Site
+            backlog: deque[Ticket] = deque()
+            for slot in self.slots:
+                slot.backlog = backlog
         self.production = production
         self.events: deque[Any] = deque()
         self.ref: pykka.ActorRef[Any] | None = None
@@ -137,6 +149,8 @@ class Desk:
         self.busy_keys: set[str] = set()
         self.grants: deque[Grant] = deque()  # idle Sites a submitter may send to directly
         self.quiet = False  # at the dispatcher's last look: nothing queued for any Site
+        self.armed = False  # the dispatcher's last take found the production empty, so
+        # arming its wake-up: a later put wakes the dispatcher by itself
 
     def send_direct(self, ticket: Ticket) -> bool:
         """Send a new unkeyed ticket straight to an idle Site, if the dispatcher granted one.
@@ -185,9 +199,11 @@ class Desk:
     def note(self, event: Any) -> None:
         """:meth:`post`, without a wake-up while nothing waits for a Site anywhere: for
         bookkeeping that can wait for the dispatcher's next look (a directly sent
-        ticket's Done), so that a lone action costs one message, not two."""
+        ticket's Done), so that a lone action costs one message, not two. Only while the
+        production's own wake-up is armed: else a put would not wake the dispatcher,
+        and the Site that idles now would wait beside queued work."""
         self.events.append(event)
-        if not self.quiet or self.production.pending():
+        if not (self.quiet and self.armed) or self.production.pending():
             self.wake()
 
     def wake(self) -> None:
@@ -203,8 +219,14 @@ class Desk:
 class Dispatcher(pykka.Actor):
     """Routes tickets from the Production to Sites; one per Sequence, state on its desk."""
 
-    def __init__(self, desk: Desk, window: int, steal: bool, random: Any) -> None:
+    def __init__(
+        self, desk: Desk, window: int, steal: bool, random: Any, *, fifo: bool = False
+    ) -> None:
         super().__init__()
+        if fifo and (window != 1 or steal or not desk.shared):
+            raise ValueError("the fifo discipline takes a window of 1, no stealing and a "
+                             "desk with one shared backlog")
+        self._fifo = fifo
         self._desk = desk
         self._slots = desk.slots
         self._production = desk.production
@@ -305,7 +327,11 @@ class Dispatcher(pykka.Actor):
                 if ticket.state == QUEUED:
                     batch.append(ticket)
             while len(batch) < free:
-                taken, i = self._production.take(free - len(batch)), 0
+                want = free - len(batch)
+                taken, i = self._production.take(want), 0
+                # Fewer than asked: it was found empty and armed its wake-up. Exactly as
+                # many: it may be empty now but unarmed, and a Site that idles must say so.
+                self._desk.armed = len(taken) < want
                 if not taken:
                     break
                 while i < len(taken):
@@ -347,7 +373,6 @@ class Dispatcher(pykka.Actor):
         key = action.key
         if key is None:
             return True
-        target = self._slot_for(key)
         if action.ordered and not ticket.holds_key:
             desk = self._desk
             if key in desk.busy_keys:
@@ -355,6 +380,9 @@ class Dispatcher(pykka.Actor):
                 return False
             desk.busy_keys.add(key)
             ticket.holds_key = True
+        if self._fifo:
+            return True  # a key picks no Site: whichever is free takes it
+        target = self._slot_for(key)
         if target is slot:
             return True
         target.backlog.append(ticket)
@@ -478,7 +506,7 @@ class Dispatcher(pykka.Actor):
         back = self._take_back(slot, slot.urn)
         if event.reason == "crash":
             _log.warning("site_exited", site=event.site, reason=event.reason, requeued=back)
-        if back and self._steal:  # idle Sites need not wait for its restart
+        if back and (self._steal or self._fifo):  # idle Sites need not wait for its restart
             for thief in list(itertools.islice(self._idle, 4)):
                 self._feed(thief, self._window)
 
@@ -524,7 +552,9 @@ class Dispatcher(pykka.Actor):
         assert key is not None
         slot = self._slot_for(key)
         slot.backlog.appendleft(ticket)  # it holds its key: it runs next
-        if not slot.inflight:
+        if self._fifo:
+            self._feed_idle()
+        elif not slot.inflight:
             self._feed(slot, self._window)
 
     def _key_free(self, event: KeyFree) -> None:
@@ -536,11 +566,20 @@ class Dispatcher(pykka.Actor):
                 ticket.holds_key = True
                 slot = self._slot_for(event.key)
                 slot.backlog.append(ticket)
-                if not slot.inflight:  # idle: its Done came before (an awaiting action)
+                if self._fifo:
+                    self._feed_idle()
+                elif not slot.inflight:  # idle: its Done came before (an awaiting action)
                     self._feed(slot, self._window)
                 return
         desk.waiting_keys.pop(event.key, None)
         desk.busy_keys.discard(event.key)
+
+    def _feed_idle(self) -> None:
+        """Under "fifo": let an idle Site take what the shared backlog holds."""
+        for slot in sorted(self._idle, key=_Slot.__hash__):
+            if not slot.backlog:
+                return
+            self._feed(slot, self._window)
 
     def _hand_back(self, _event: HandBack) -> None:
         self._desk.cancel_all()
@@ -558,10 +597,12 @@ class Dispatcher(pykka.Actor):
         )
 
     def _stats(self) -> list[SiteStats]:
+        shared = self._fifo  # the one backlog is no Site's own
         return [
             SiteStats(
-                site=slot.site, depth=slot.depth(), in_mailbox=len(slot.inflight),
-                backlog=len(slot.backlog), processed=slot.processed, failed=slot.failed,
+                site=slot.site, depth=len(slot.inflight) if shared else slot.depth(),
+                in_mailbox=len(slot.inflight), backlog=0 if shared else len(slot.backlog),
+                processed=slot.processed, failed=slot.failed,
                 steals_in=slot.steals_in, steals_out=slot.steals_out,
                 restarts=slot.restarts, alive=slot.alive,
             )

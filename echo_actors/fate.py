@@ -17,7 +17,10 @@ from echo_actors.action import CHAIN_CEILING, MAX_CHAIN
 from echo_actors.plan import RetryPolicy
 from echo_actors.runtime import RUNTIMES
 
-__all__ = ["Fate"]
+__all__ = ["DISCIPLINES", "Fate"]
+
+DISCIPLINES = ("steal", "fifo")
+"""The queue disciplines (``Fate.discipline``): per-Site queues with stealing, or one FIFO."""
 
 _ENV_PREFIX = "ECHO_"
 
@@ -32,6 +35,18 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
       (bigger: fewer messages per action; what has not started can still be
       stolen by an idle Site).
     - ``steal``: whether idle Sites take work queued for busy ones.
+    - ``discipline``: how waiting actions reach Sites. ``"steal"`` (default):
+      each Site has its own queue, new work goes to the shortest, idle Sites
+      steal (``mailbox_window`` and ``steal`` apply). ``"fifo"``: one shared
+      queue, any free Site takes the oldest waiting action (a Site holds one
+      action at a time; ``mailbox_window`` and ``steal`` are not used; a
+      ``key`` no longer picks a Site, ``ordered`` keys stay in order). See the
+      simulation guide for the trade-offs.
+    - ``seed``: seeds the runtime's random streams (retry jitter, the
+      dispatcher's sampling, ``runtime.random(name)``, a simulation's ids)
+      when the Sequence makes its runtime by name; ``None``: unseeded (the
+      simulation runtime then uses 0). A runtime object passed to the
+      Sequence keeps its own seed. ``ECHO_SEED`` sets it through :meth:`load`.
     - ``max_restarts``/``restart_within``: the restart intensity of the
       supervisor over the Sites and the dispatcher (more crashes than that in
       that many seconds and it gives up).
@@ -61,6 +76,8 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     runtime: str = "thread"
     mailbox_window: int = 32
     steal: bool = True
+    discipline: str = "steal"
+    seed: int | None = None
     max_restarts: int = 100
     restart_within: float = 10.0
     license_keys: tuple[str, ...] = ()
@@ -78,6 +95,13 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("sites must be >= 1")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
+        if self.discipline not in DISCIPLINES:
+            raise ValueError(
+                f"discipline must be one of {', '.join(DISCIPLINES)}, not {self.discipline!r}"
+            )
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, not {self.seed!r}")
         if self.mailbox_window < 1:
             raise ValueError("mailbox_window must be >= 1")
         if self.max_action_bytes < 1:

@@ -9,12 +9,14 @@ up does not consume it: one function serves every action of its name.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
 
+from echo_actors.context import Context
 from echo_actors.errors import ValidationError
 
 __all__ = ["Plan", "RetryPolicy", "Signature"]
@@ -96,7 +98,9 @@ class Plan:
     signature's ``content_type``. ``@plan.function("Read")`` registers one as
     a decorator. An ``async def`` function (found once, at :meth:`build`) is
     awaited on the Sequence's event loop instead of holding a Site while it
-    waits (see the runtimes guide).
+    waits (see the runtimes guide). A function with a parameter annotated
+    :class:`~echo_actors.context.Context` (also found at :meth:`build`) is
+    called as ``fn(content, that_parameter=context)``.
     """
 
     def __init__(self) -> None:
@@ -104,6 +108,9 @@ class Plan:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._entries: Mapping[str, _Entry] | None = None
         self._async: frozenset[str] = frozenset()
+        self.contextual: Mapping[str, str] = MappingProxyType({})
+        """Action name -> the parameter its function takes a :class:`Context` in (filled
+        by :meth:`build`; names whose function asks for none are absent)."""
 
     def _check_open(self) -> None:
         if self._entries is not None:
@@ -152,7 +159,9 @@ class Plan:
         """Freeze the plan: no more signatures or functions; returns the plan.
 
         Raises:
-            ValueError: a declared signature has no function.
+            ValueError: a declared signature has no function, or a function asks
+                for a :class:`Context` in a parameter that cannot take it by
+                keyword after the content.
         """
         if self._entries is None:
             missing = sorted(set(self._signatures) - set(self._functions))
@@ -164,6 +173,8 @@ class Plan:
             self._async = frozenset(
                 n for n, fn in self._functions.items() if is_async_callable(fn)
             )
+            asking = {n: context_parameter(n, fn) for n, fn in self._functions.items()}
+            self.contextual = MappingProxyType({n: p for n, p in asking.items() if p})
         return self
 
     @property
@@ -216,3 +227,36 @@ def is_async_callable(fn: Any) -> bool:
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - an object's async __call__
     return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
+def context_parameter(name: str, fn: Callable[..., Any]) -> str | None:
+    """The parameter of ``fn`` annotated with :class:`Context`, or None.
+
+    Raises:
+        ValueError: the parameter cannot be passed by keyword after the
+            content (``fn(content, parameter=context)`` would not bind).
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature asks for nothing
+        return None
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable hints: read the annotations as written
+        hints = {}
+    found = None
+    for parameter in signature.parameters.values():
+        annotation = hints.get(parameter.name, parameter.annotation)
+        if annotation is Context or annotation in ("Context", "echo_actors.Context"):
+            found = parameter.name
+            break
+    if found is None:
+        return None
+    try:
+        signature.bind(None, **{found: None})
+    except TypeError as exc:
+        raise ValueError(
+            f"the function for {name!r} asks for a Context in {found!r}, but it cannot be "
+            f"called as fn(content, {found}=context): {exc}"
+        ) from None
+    return found

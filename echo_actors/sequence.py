@@ -149,7 +149,8 @@ class Sequence:
                     "this Life has a Fate of its own that differs from the fate given: "
                     "one Fate per Life (pass one of them, or life.set_fate(fate) first)"
                 )
-        self.runtime = get_runtime(runtime if runtime is not None else self.fate.runtime)
+        self.runtime = get_runtime(runtime if runtime is not None else self.fate.runtime,
+                                   seed=self.fate.seed)
         if self.plan.asynchronous and self.runtime.name == "simulation":
             raise ValueError(
                 "async def functions cannot run on the simulation runtime (its clock is "
@@ -220,9 +221,9 @@ class Sequence:
         runtime = self.runtime
         ledger = Ledger(runtime.event(), fate.max_dead_letters)
         scheduler = runtime.scheduler()
-        desk = Desk(self.sites, self.production)
+        desk = Desk(self.sites, self.production, shared=fate.discipline == "fifo")
         settler = Settler(self.plan, self.production, ledger, scheduler,
-                          runtime.random("settler"), desk.post)
+                          runtime.random("settler"), desk.post, runtime.monotonic)
         desk.settler = settler
         settler.observe = self.on_end
         context = SiteContext(self.plan, self.life, runtime, settler, desk, self.steps)
@@ -294,8 +295,10 @@ class Sequence:
 
         fate = self.fate
         random = self.runtime.random("dispatcher")
+        fifo = fate.discipline == "fifo"  # one shared queue: a Site holds one action at a time
+        window, steal = (1, False) if fifo else (fate.mailbox_window, fate.steal)
         dispatcher = ChildSpec(
-            "dispatcher", Dispatcher, (desk, fate.mailbox_window, fate.steal, random)
+            "dispatcher", Dispatcher, (desk, window, steal, random), {"fifo": fifo}
         )
         sites = [site_spec(index) for index in range(self.sites)]
         owned = [self.life.child_spec()] if self._owns_life and not self.life.started else []
@@ -436,8 +439,9 @@ class Sequence:
         run = self._started()
         fate = self.life._state.snapshot.fate  # Life's published Fate (the property, inline)
         check_admissible(action, fate)
-        future = self.runtime.future()
-        ticket = Ticket(action, future)
+        runtime = self.runtime
+        future = runtime.future()
+        ticket = Ticket(action, future, None, None, runtime.monotonic())
         if fate.license_keys:
             run.context.admit(ticket)
         run.ledger.admit()
@@ -460,7 +464,9 @@ class Sequence:
         fate = self.life.fate
         for action in actions:
             check_admissible(action, fate)
-        tickets = [Ticket(action, self.runtime.future()) for action in actions]
+        runtime = self.runtime
+        accepted = runtime.monotonic()
+        tickets = [Ticket(action, runtime.future(), None, None, accepted) for action in actions]
         if fate.license_keys:
             for ticket in tickets:
                 run.context.admit(ticket)
@@ -513,7 +519,8 @@ class Sequence:
         letters = run.ledger.take_dead(None if ids is None else set(ids))
         futures = []
         for letter in letters:  # the same admission again: its license is not a replay
-            ticket = Ticket(letter.action.replace(attempt=1), self.runtime.future())
+            ticket = Ticket(letter.action.replace(attempt=1), self.runtime.future(),
+                            accepted=self.runtime.monotonic())
             run.context.admit(ticket, letter.admission)
             run.ledger.admit()
             run.settler.enqueue(ticket)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from echo_actors._messages import Batch, Done
 from echo_actors._settle import CANCELLED, COMPLETED, CRASHED, FAILED, Tally
 from echo_actors._ticket import AWAITING, _claims
 from echo_actors.action import Action
+from echo_actors.context import Context
 from echo_actors.errors import CrashError, RoutingError
 from echo_actors.nonces import MemoryNonceStore
 
@@ -47,6 +49,7 @@ class SiteContext:
         self.steps = steps
         self.runner = AsyncRunner(runtime, settler)
         self.nonces = MemoryNonceStore()
+        self.streams: dict[str, random.Random] = {}  # Context.random's generators, by name
         self._admissions = itertools.count(1)
         self._token = os.urandom(6).hex()
 
@@ -135,17 +138,25 @@ class Site(pykka.Actor):
         """Execute ``action`` by the plan and return its result.
 
         Looks the function up and converts the content to the signature's
-        type; license, hooks and timeout are steps of the pipeline around it.
+        type (and gives a :class:`Context` to a function that asks for one);
+        license, hooks and timeout are steps of the pipeline around it.
 
         Raises:
             RoutingError: no function of that name.
             ValidationError: the content does not fit the signature.
             Exception: whatever the function raised.
         """
-        entry = self.site_context.plan.lookup(action.name)
+        plan = self.site_context.plan
+        entry = plan.lookup(action.name)
         if entry is None:
             raise RoutingError(f"no function serves actions named {action.name!r}")
         signature, function = entry
+        if plan.contextual:
+            parameter = plan.contextual.get(action.name)
+            if parameter is not None:
+                context = self.site_context
+                asked = Context(action, context.runtime, life, context.streams, self.site_index)
+                return function(signature.convert(action.content), **{parameter: asked})
         return function(signature.convert(action.content))
 
     def on_receive(self, message: Any) -> Any:
@@ -160,6 +171,7 @@ class Site(pykka.Actor):
         life = self.site_context.life._state  # the slot Life publishes its snapshots in
         tally = Tally()
         ran = 0
+        clock = self.site_context.runtime.monotonic
         try:
             for ticket in batch.tickets:
                 if life.snapshot is not self.site_snapshot:
@@ -170,6 +182,7 @@ class Site(pykka.Actor):
                     continue
                 if not ticket.claim(batch):
                     continue  # stolen by an idle Site, or cancelled
+                ticket.started = clock()
                 ran += 1
                 self._site_attempt(ticket, settler, tally)
         finally:

@@ -140,7 +140,7 @@ class Scenario:
     workload knobs switch kinds of work on and off: ``crashing_actions``
     (functions that raise ``CrashError``), ``ordered`` keys, ``chains``,
     ``assign`` through the Production, ``stop_early`` (a shutdown while work
-    is still arriving).
+    is still arriving). ``discipline`` is the Fate's queue discipline.
     """
 
     actions: int = 200
@@ -157,6 +157,7 @@ class Scenario:
     chains: bool = True
     assign: bool = True
     stop_early: bool = True
+    discipline: str = "steal"
 
     def faults(self, seed: int) -> Faults | None:
         """The :class:`Faults` these settings ask for (None when they ask for none)."""
@@ -410,7 +411,7 @@ def simulate(seed: int, scenario: Scenario | None = None, *, schedule: int | Non
     rng = random.Random(f"driver:{seed}")
     window = rng.choice([1, 2, 4, 32])
     fate = Fate(runtime="simulation", sites=scenario.sites, max_attempts=_MAX_ATTEMPTS,
-                mailbox_window=window)
+                mailbox_window=window, discipline=scenario.discipline)
     production = Production()
     sequence = Sequence(_plan(world), production, sites=scenario.sites, fate=fate,
                         runtime=runtime)

@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--transfers", type=int, default=1_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="default: ECHO_SEED, else 0")
     parser.add_argument("--sites", type=int, default=16)
     parser.add_argument("--crash-rate", type=float, default=0.005)
     parser.add_argument("--runtime", choices=["simulation", "thread", "gevent"],
@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> Report:
     args = parser.parse_args(argv)
     scale = args.time_scale if args.time_scale is not None else (
         1.0 if args.runtime == "simulation" else 0.0)
-    report = run(args.accounts, args.transfers, args.seed, runtime=args.runtime,
+    seed = args.seed if args.seed is not None else (Fate.load().seed or 0)
+    report = run(args.accounts, args.transfers, seed, runtime=args.runtime,
                  sites=args.sites, crash_rate=args.crash_rate, time_scale=scale)
     print(f"bank on {report.runtime}: {report.accounts} accounts, {report.transfers} transfers")
     print(f"  committed {report.committed}, refused (funds) {report.refused}, "

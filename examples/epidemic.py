@@ -218,13 +218,14 @@ def main(argv: list[str] | None = None) -> Report:
     parser = argparse.ArgumentParser(description="An SIR epidemic over regions as actors.")
     parser.add_argument("--regions", type=int, default=20)
     parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="default: ECHO_SEED, else 0")
     parser.add_argument("--population", type=int, default=10_000)
     parser.add_argument("--sites", type=int, default=8)
     parser.add_argument("--chart", default="epidemic.png",
                         help="where to save the chart ('': none)")
     args = parser.parse_args(argv)
-    report = run(args.regions, args.days, args.seed, population=args.population,
+    seed = args.seed if args.seed is not None else (Fate.load().seed or 0)
+    report = run(args.regions, args.days, seed, population=args.population,
                  sites=args.sites)
     last = report.curve[-1]
     print(f"epidemic on {report.runtime}: {report.regions} regions, {report.days} days")

@@ -55,8 +55,11 @@ SCENARIOS = {
     "delays": Scenario(ordered=False, delays=0.05),
     "everything": Scenario(site_crashes=0.02, dispatcher_crashes=0.02, life_crashes=0.02,
                            delays=0.05),
+    "fifo-everything": Scenario(site_crashes=0.02, dispatcher_crashes=0.02,
+                                life_crashes=0.02, delays=0.05, discipline="fifo"),
 }
-"""Each fault class on its own (so a failure says which), then all of them at once."""
+"""Each fault class on its own (so a failure says which), then all of them at once, and
+all of them under the "fifo" discipline (one shared queue)."""
 
 _chosen = os.environ.get("ECHO_DST_SCENARIOS")
 ENABLED = [name.strip() for name in _chosen.split(",")] if _chosen else list(SCENARIOS)

@@ -24,6 +24,8 @@ PROMISED = [
     "RoutingError",
     "CancellationError",
     "ValidationError",
+    "Context",
+    "Times",
 ]
 
 

@@ -278,7 +278,8 @@ def test_simulations_say_how_to_get_a_chart_without_matplotlib(tmp_path: Path) -
                          ("epidemic.py", ["--regions", "2", "--days", "3"])):
         done = subprocess.run(
             [sys.executable, str(ROOT / "examples" / script), *args],
-            check=False, cwd=tmp_path, env={**_environment(), "PYTHONPATH": str(hide)},
+            check=False, cwd=tmp_path,
+            env={**_environment(), "PYTHONPATH": os.pathsep.join([str(hide), str(ROOT)])},
             capture_output=True, text=True, timeout=LIMIT,
         )
         assert done.returncode == 0, done.stderr

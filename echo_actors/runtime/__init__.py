@@ -138,8 +138,11 @@ RUNTIMES = ("thread", "gevent", "simulation")
 """The runtimes a Sequence can be given by name."""
 
 
-def get_runtime(name: str | Runtime = "thread") -> Runtime:
+def get_runtime(name: str | Runtime = "thread", *, seed: int | None = None) -> Runtime:
     """Return the runtime called ``name`` (a Runtime instance is returned as is).
+
+    ``seed`` seeds the runtime's ``random(name)`` streams (``Fate.seed``); the
+    simulation runtime's default is 0. An instance keeps the seed it was made with.
 
     Raises:
         ValueError: for an unknown name.
@@ -150,15 +153,15 @@ def get_runtime(name: str | Runtime = "thread") -> Runtime:
     if not isinstance(name, str):
         return name
     if name == "thread":
-        return ThreadRuntime()
+        return ThreadRuntime(seed)
     if name == "gevent":
         from echo_actors.runtime._gevent import GeventRuntime  # noqa: PLC0415 - gevent is optional
 
-        return GeventRuntime()
+        return GeventRuntime(seed)
     if name == "simulation":
         from echo_actors.runtime._simulation import SimulationRuntime  # noqa: PLC0415 - needs greenlet
 
-        return SimulationRuntime()
+        return SimulationRuntime(0 if seed is None else seed)
     raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(RUNTIMES)}")
 
 

@@ -27,6 +27,8 @@ import pykka
 from echo_actors._logging import get_logger
 from echo_actors.runtime._awaitable import Awaitable
 from echo_actors.runtime._outcome import outcome
+from echo_actors.runtime._streams import Streams
+from echo_actors.times import Times
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -56,6 +58,9 @@ class GeventFuture(Awaitable, pykka.Future[T]):
     ``queue.Full``. Awaiting it from asyncio (in another thread than its hub's)
     does not block that event loop (see :class:`Awaitable`).
     """
+
+    times: Times | None = None
+    """When its action was accepted, started and finished (set before its result)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -281,10 +286,17 @@ def hub_caller() -> Callable[..., None]:
 
 
 class GeventRuntime:
-    """Actors on greenlets (:class:`GeventActor`); ``gevent`` must be installed."""
+    """Actors on greenlets (:class:`GeventActor`); ``gevent`` must be installed.
+
+    ``seed`` seeds :meth:`random` as on the thread runtime.
+    """
 
     name = "gevent"
     actor_base: type[pykka.Actor] = GeventActor
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._streams = Streams(seed)
 
     def future(self) -> pykka.Future[Any]:
         """A :class:`GeventFuture`."""
@@ -303,17 +315,16 @@ class GeventRuntime:
         """``gevent.sleep``: lets other greenlets run meanwhile."""
         gevent.sleep(seconds)
 
-    def monotonic(self) -> float:
-        """``time.monotonic()``."""
-        return time.monotonic()
+    monotonic = staticmethod(time.monotonic)
+    """``time.monotonic()`` (the C function itself: it is read three times per action)."""
 
     def spawn(self, fn: Callable[..., object], /, *args: Any) -> Any:
         """Run ``fn(*args)`` in a new greenlet; returns the ``gevent.Greenlet``."""
         return gevent.spawn(fn, *args)
 
     def random(self, name: str = "") -> random.Random:
-        """An unseeded ``random.Random`` (``name`` only matters on the simulation runtime)."""
-        return random.Random()
+        """A generator for ``name``: seeded from ``seed`` and ``name`` if there is a seed."""
+        return self._streams.random(name)
 
     def threadsafe(self) -> Callable[..., None]:
         """A function that runs ``fn(*args)`` in a new greenlet of this thread's hub,

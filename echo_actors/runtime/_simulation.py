@@ -33,7 +33,9 @@ import greenlet  # type: ignore[import-untyped]
 import pykka
 
 from echo_actors._logging import get_logger
+from echo_actors.action import ActionSource, set_action_source
 from echo_actors.runtime._outcome import outcome
+from echo_actors.times import Times
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -120,6 +122,8 @@ class SimulationKernel:
         self._seq = itertools.count()
         self._hub: Any = None
         self._streams: dict[str, int] = {}
+        self.action_source: ActionSource | None = None
+        """Made current while the kernel runs: ids and ``created_at`` of new actions."""
 
     # Greenlets
 
@@ -227,6 +231,8 @@ class SimulationKernel:
         ready = self._ready
         heap = self._heap
         pop = ready.popleft if self._pick is None else self._pop_random
+        source = self.action_source
+        outer = set_action_source(source) if source is not None else None
         try:
             while not done():
                 if ready:
@@ -258,6 +264,8 @@ class SimulationKernel:
             return True
         finally:
             self._hub = previous
+            if source is not None:
+                set_action_source(outer)
 
     def _pop_random(self) -> tuple[_SimGreenlet, Any]:
         """Remove and return a ready greenlet drawn by the schedule's generator."""
@@ -288,6 +296,9 @@ class SimulationFuture(pykka.Future[T]):
     """
 
     _kernel: ClassVar[SimulationKernel]
+
+    times: Times | None = None
+    """When its action was accepted, started and finished (set before its result)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -677,12 +688,33 @@ class SimulationScheduler:
         self.timers.clear()
 
 
+class _Origin:
+    """Ids from the seeded stream ``"action-ids"`` and times from the virtual clock."""
+
+    __slots__ = ("_bits", "_kernel")
+
+    def __init__(self, kernel: SimulationKernel) -> None:
+        self._kernel = kernel
+        self._bits = kernel.random("action-ids").getrandbits
+
+    def new_id(self) -> str:
+        return f"{self._bits(128):032x}"
+
+    def now(self) -> float:
+        return self._kernel.now
+
+
 class SimulationRuntime:
     """Deterministic actors on a virtual clock (see the module's docstring).
 
     ``seed`` seeds every generator :meth:`random` hands out. Read the clock
     with :meth:`monotonic`; let plan functions wait with :meth:`sleep`.
     :meth:`record` keeps an event log stamped with virtual times.
+
+    While its kernel runs, and inside ``with runtime:`` (for a script's own
+    code), new actions take their ids from the seeded stream
+    ``"action-ids"`` and ``created_at`` from the virtual clock: the same
+    seed gives the same ids and timestamps.
 
     For deterministic simulation testing: ``shuffle`` runs the ready
     greenlets in an order drawn from ``seed`` instead of first come, first
@@ -713,9 +745,20 @@ class SimulationRuntime:
             base, attributes["_sim_faults"] = _FaultyActor, faults
         self.actor_base = type("SimulationActor", (base,), attributes)
         self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self.kernel.action_source = _Origin(self.kernel)
+        self._outer: list[ActionSource | None] = []
 
     def __repr__(self) -> str:
         return f"<SimulationRuntime seed={self.seed} now={self.kernel.now}>"
+
+    def __enter__(self) -> SimulationRuntime:
+        """Make this simulation the source of new actions' ids and ``created_at`` in this
+        thread until the block ends (the kernel does so by itself while it runs)."""
+        self._outer.append(set_action_source(self.kernel.action_source))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        set_action_source(self._outer.pop())
 
     @property
     def shuffle(self) -> bool:

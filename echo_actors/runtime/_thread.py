@@ -23,6 +23,8 @@ import pykka
 from echo_actors._logging import get_logger
 from echo_actors.runtime._awaitable import Awaitable
 from echo_actors.runtime._outcome import outcome
+from echo_actors.runtime._streams import Streams
+from echo_actors.times import Times
 
 _log = get_logger("echo_actors.runtime")
 
@@ -117,6 +119,9 @@ class ThreadFuture(Awaitable, pykka.Future[T]):
     Awaiting it from asyncio does not block the event loop (see :class:`Awaitable`).
     """
 
+    times: Times | None = None
+    """When its action was accepted, started and finished (set before its result)."""
+
     def __init__(self) -> None:
         super().__init__()
         self._callbacks = []
@@ -163,10 +168,19 @@ class ThreadFuture(Awaitable, pykka.Future[T]):
 
 
 class ThreadRuntime:
-    """Actors on OS threads (``pykka.ThreadingActor``); the default runtime."""
+    """Actors on OS threads (``pykka.ThreadingActor``); the default runtime.
+
+    With a ``seed``, :meth:`random` hands out generators seeded as the
+    simulation runtime's are (``Fate.seed``): the draws repeat, the
+    interleaving of threads does not.
+    """
 
     name = "thread"
     actor_base: type[pykka.Actor] = pykka.ThreadingActor
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._streams = Streams(seed)
 
     def future(self) -> pykka.Future[Any]:
         return ThreadFuture()
@@ -180,8 +194,8 @@ class ThreadRuntime:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
-    def monotonic(self) -> float:
-        return time.monotonic()
+    monotonic = staticmethod(time.monotonic)
+    """``time.monotonic()`` (the C function itself: it is read three times per action)."""
 
     def spawn(self, fn: Any, /, *args: Any) -> threading.Thread:
         thread = threading.Thread(target=fn, args=args, daemon=True)
@@ -189,8 +203,8 @@ class ThreadRuntime:
         return thread
 
     def random(self, name: str = "") -> random.Random:
-        """An unseeded ``random.Random`` (``name`` only matters on the simulation runtime)."""
-        return random.Random()
+        """A generator for ``name``: seeded from ``seed`` and ``name`` if there is a seed."""
+        return self._streams.random(name)
 
     def threadsafe(self) -> Callable[..., None]:
         """A function that runs ``fn(*args)`` from any thread: at once, in that thread.
