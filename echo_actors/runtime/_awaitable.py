@@ -61,16 +61,23 @@ class Awaitable:
 
     def __await__(self) -> Generator[Any, None, Any]:
         """Wait for the value without blocking the loop (a get hook's ``get()`` runs in a
-        worker thread); cancelling the wait leaves the action running."""
-        if not self.done() and getattr(self, "_get_hook", None) is None:
-            loop = asyncio.get_running_loop()
-            bridge: _Bridge | None = getattr(loop, _BRIDGE, None)
-            if bridge is None:  # made by the loop's own thread: no race
-                bridge = _Bridge(loop)
-                setattr(loop, _BRIDGE, bridge)
-            waiter: asyncio.Future[None] = loop.create_future()
-            self.add_done_callback(functools.partial(bridge.wake, waiter))
-            yield from waiter  # cancelled: only this wait ends; the action runs on
+        worker thread); cancelling the wait leaves the action running.
+
+        Unset, it is an asyncio future of the awaiting loop's, given the outcome
+        there once this one is set: the await is asyncio's own, no frame of ours.
+        """
+        if self.done() or getattr(self, "_get_hook", None) is not None:
+            return self._await_now()
+        loop = asyncio.get_running_loop()
+        bridge: _Bridge | None = getattr(loop, _BRIDGE, None)
+        if bridge is None:  # made by the loop's own thread: no race
+            bridge = _Bridge(loop)
+            setattr(loop, _BRIDGE, bridge)
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self.add_done_callback(functools.partial(bridge.wake, waiter))
+        return waiter.__await__()  # cancelled: only this wait ends; the action runs on
+
+    def _await_now(self) -> Generator[Any, None, Any]:
         get = self.get  # type: ignore[attr-defined]
         if getattr(self, "_get_hook", None) is not None:  # pykka's map/filter: get() computes
             return (yield from asyncio.ensure_future(asyncio.to_thread(get)))
@@ -88,12 +95,12 @@ class _Bridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._ready: deque[asyncio.Future[None]] = deque()
+        self._ready: deque[tuple[asyncio.Future[Any], Any]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
 
-    def wake(self, waiter: asyncio.Future[None], _future: Any = None) -> None:
-        self._ready.append(waiter)
+    def wake(self, waiter: asyncio.Future[Any], future: Any) -> None:
+        self._ready.append((waiter, future))
         with self._lock:
             if self._scheduled:
                 return
@@ -109,6 +116,12 @@ class _Bridge:
             self._scheduled = False
         ready = self._ready
         while ready:
-            waiter = ready.popleft()
-            if not waiter.done():  # not cancelled meanwhile
-                waiter.set_result(None)
+            waiter, future = ready.popleft()
+            if waiter.done():  # cancelled meanwhile
+                continue
+            try:
+                value = future.get(timeout=0)
+            except Exception as exc:  # noqa: BLE001 - the awaiting task's to raise
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(value)
