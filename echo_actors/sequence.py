@@ -17,7 +17,7 @@ import pykka
 from echo_actors._ledger import Ledger
 from echo_actors._logging import get_logger
 from echo_actors._messages import Cancel, HandBack, SiteExited, SiteStarted, StatsRequest
-from echo_actors._settle import Settler
+from echo_actors._settle import CANCELLED, Settler
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.admission import check_admissible
@@ -59,12 +59,18 @@ class Stats(msgspec.Struct, frozen=True):
 
 
 class _Running(msgspec.Struct):
-    """What a started Sequence holds: the books, the dispatcher's desk, the Sites' context."""
+    """What a started Sequence holds: the books, the dispatcher's desk, the Sites' context.
+
+    ``direct``: the names of ``async def`` functions whose plain actions skip the Sites
+    (see :meth:`Sequence._direct`); empty when a Site subclass, pipeline steps or a
+    production other than the in-memory one must see every action.
+    """
 
     ledger: Ledger
     settler: Settler
     desk: Desk
     context: SiteContext
+    direct: frozenset[str] = frozenset()
 
 
 def _life_fate(life: Life) -> Fate:
@@ -226,7 +232,9 @@ class Sequence:
         desk.settler = settler
         settler.observe = self.on_end
         context = SiteContext(self.plan, self.life, runtime, settler, desk, self.steps)
-        self._run = _Running(ledger, settler, desk, context)
+        plain = self.site_class is Site and not self.steps and type(self.production) is Production
+        self._run = _Running(ledger, settler, desk, context,
+                             self.plan.asynchronous if plain else frozenset())
         # Bound first, so that what was assigned before the start is counted before it runs.
         self.production.bind(desk.wake, ledger.accept)
         try:
@@ -441,6 +449,9 @@ class Sequence:
         if fate.license_keys:
             run.context.admit(ticket)
         run.ledger.admit()
+        if action.name in run.direct and _direct(action, fate) and not run.settler.cancelling:
+            _to_loop(run, [ticket], fate)
+            return future
         if (action.key is None and action.delay <= 0 and run.desk.grants
                 and not run.settler.cancelling and run.desk.send_direct(ticket)):
             return future
@@ -466,11 +477,18 @@ class Sequence:
                 run.context.admit(ticket)
         run.ledger.admit(len(tickets))
         now: list[Ticket] = []
+        looped: list[Ticket] = []
+        direct = run.direct if not run.settler.cancelling else frozenset()
         for ticket in tickets:
-            if ticket.action.delay > 0:
+            action = ticket.action
+            if action.name in direct and _direct(action, fate):
+                looped.append(ticket)
+            elif action.delay > 0:
                 run.settler.enqueue(ticket)
             else:
                 now.append(ticket)
+        if looped:
+            _to_loop(run, looped, fate)
         if now:
             run.settler.put_many(now)
         return [ticket.future for ticket in tickets]
@@ -550,3 +568,23 @@ class Sequence:
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "running" if self._run else "new"
         return f"<Sequence {state} sites={self.sites} runtime={self.runtime.name}>"
+
+
+def _direct(action: Action, fate: Fate) -> bool:
+    """Whether ``action`` of an ``async def`` function needs nothing of a Site.
+
+    Unkeyed (no order or affinity to keep), undelayed, without hooks, under a
+    Fate without license keys or action events: the Site would only make the
+    coroutine and hand it to the loop, so the loop gets the ticket at once.
+    """
+    return (action.key is None and action.delay <= 0 and not action.hooks
+            and not action.after and not fate.license_keys and not fate.action_events)
+
+
+def _to_loop(run: _Running, tickets: list[Ticket], fate: Fate) -> None:
+    """Hand unstarted tickets to the Sequence's event loop; cancelled if it has stopped."""
+    try:
+        run.context.runner.submit(tickets, fate)
+    except RuntimeError:  # stopped: a shutdown's timeout ran out while they were admitted
+        for ticket in tickets:
+            run.settler.settle(ticket, CANCELLED)

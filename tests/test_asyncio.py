@@ -9,9 +9,10 @@ thread, so on gevent the awaiting loop runs in a thread of its own.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 import pytest
@@ -28,6 +29,8 @@ from echo_actors import (
     RetryPolicy,
     Sequence,
     Signature,
+    Site,
+    ValidationError,
 )
 from echo_actors.runtime import get_runtime
 
@@ -483,3 +486,163 @@ def test_action_events_follow_the_coroutine(make_sequence: Callable[..., Sequenc
                      ("action_started", "Bad"), ("action_failed", "Bad")]
     [failed] = [e for e in events if e["event"] == "action_failed"]
     assert "ValueError: bad" in failed["error"]
+
+
+# Actions that skip their Site: unkeyed, undelayed, no hooks, the plain Site
+
+
+def test_a_plain_async_action_skips_the_sites_and_a_keyed_one_does_not(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Only the keyed (or hooked) actions are counted by a Site; all of them complete."""
+    async def echo(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    plan = _async_plan(Echo=(Signature("Echo", content_type=int), echo))
+    sequence = make_sequence(plan, sites=2, runtime=runtime)
+    plain = sequence.submit_many([Action("Echo", i) for i in range(20)])
+    keyed = [sequence.submit(Action("Echo", i, key=f"k{i}")) for i in range(3)]
+    assert [f.get(timeout=LIMIT) for f in plain + keyed] == [*range(20), *range(3)]
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.outstanding) == (23, 0)
+    assert sum(site.processed for site in stats.sites) == 3
+
+
+class _CountingSite(Site):
+    seen: ClassVar[list[str]] = []
+
+    def receive(self, action: Action, life: Life) -> Any:
+        self.seen.append(action.name)
+        return super().receive(action, life)
+
+
+def test_a_site_subclass_or_a_step_sees_every_async_action(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """With a receive of yours, or a pipeline step, no action goes around the Sites."""
+    async def echo(n: int) -> int:
+        return n
+
+    stepped: list[str] = []
+
+    def step(action: Action, site: Any, call_next: Any) -> Any:
+        stepped.append(action.name)
+        return call_next(action)
+
+    plan = _async_plan(Echo=(Signature("Echo"), echo))
+    _CountingSite.seen = []
+    subclassed = make_sequence(plan, site=_CountingSite, sites=1)
+    assert [f.get(timeout=LIMIT) for f in subclassed.submit_many(
+        [Action("Echo", i) for i in range(5)])] == list(range(5))
+    assert _CountingSite.seen == ["Echo"] * 5
+    with_step = make_sequence(plan, sites=1, steps=[step])
+    assert with_step.submit(Action("Echo", 1)).get(timeout=LIMIT) == 1
+    assert stepped == ["Echo"]
+
+
+def test_bad_content_or_a_plain_result_without_a_site(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Conversion fails as on a Site (a dead letter, not retried); a sync-returning
+    callable whose __call__ is async still gives its value."""
+    class Adder:
+        async def __call__(self, n: int) -> int:
+            await asyncio.sleep(0)
+            return n + 1
+
+    plan = _async_plan(Add=(Signature("Add", content_type=int), Adder()))
+    sequence = make_sequence(plan, sites=1, runtime=runtime)
+    assert sequence.submit(Action("Add", 1)).get(timeout=LIMIT) == 2
+    with pytest.raises(ValidationError, match="Add"):
+        sequence.submit(Action("Add", "not a number")).get(timeout=LIMIT)
+    [letter] = sequence.dead_letters()
+    assert (letter.error_kind, letter.attempts) == ("validation", 1)
+
+
+def test_what_waits_for_the_loop_when_a_cancelling_shutdown_begins_is_handed_back(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Submitted while the loop is busy, they never start: cancelled and handed back,
+    while the coroutine that kept the loop busy finishes (it had started)."""
+    inside, gate = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    async def hog(_: Any) -> str:
+        inside.set()
+        gate.wait(LIMIT)  # blocks the loop thread on purpose: nothing else starts
+        return "done"
+
+    async def later(i: int) -> int:
+        ran.append(i)
+        return i
+
+    plan = _async_plan(Hog=(Signature("Hog"), hog), Later=(Signature("Later"), later))
+    sequence = make_sequence(plan, sites=1, runtime=runtime)
+    hogging = sequence.submit(Action("Hog"))
+    assert inside.wait(LIMIT)
+    waiting = sequence.submit_many([Action("Later", i) for i in range(10)])
+    settler = sequence._run.settler  # type: ignore[union-attr]
+    start_cancelling = settler.start_cancelling
+
+    def cancelling(because: str | None = None) -> None:
+        start_cancelling(because)
+        gate.set()  # the loop goes on only once cancelling has begun
+
+    settler.start_cancelling = cancelling  # type: ignore[method-assign]
+    handed_back = sequence.shutdown(drain=False, timeout=LIMIT)
+    assert hogging.get(timeout=0) == "done"
+    assert sorted(a.content for a in handed_back) == list(range(10)) and ran == []
+    for future in waiting:
+        with pytest.raises(CancellationError):
+            future.get(timeout=0)
+    stats = sequence.stats()
+    assert (stats.completed, stats.cancelled, stats.outstanding) == (1, 10, 0)
+
+
+def test_submitting_while_a_shutdown_stops_the_loop_ends_every_action_once(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Submitters racing a shutdown without drain: each accepted action completes or is
+    cancelled, exactly once; the others are refused; nothing is left outstanding."""
+    rounds = int(os.environ.get("ECHO_RACE_ROUNDS", "20"))
+    for _ in range(rounds):
+        async def echo(n: int) -> int:
+            await asyncio.sleep(0)
+            return n
+
+        plan = _async_plan(Echo=(Signature("Echo"), echo))
+        sequence = make_sequence(plan, sites=1, runtime=runtime)
+        sequence.submit(Action("Echo", -1)).get(timeout=LIMIT)  # the loop is up
+        futures: list[Any] = []
+        go = threading.Event()
+
+        def submitter(sequence: Sequence = sequence, futures: list[Any] = futures,
+                      go: threading.Event = go) -> None:
+            go.wait(LIMIT)
+            for i in range(200):
+                try:
+                    futures.append(sequence.submit(Action("Echo", i)))
+                except RuntimeError:  # shutting down: refused, not accepted
+                    return
+
+        thread = threading.Thread(target=submitter) if runtime == "thread" else None
+        if thread is None:
+            futures.extend(sequence.submit_many([Action("Echo", i) for i in range(200)]))
+        else:
+            thread.start()
+        go.set()
+        sequence.shutdown(drain=False, timeout=0.0)
+        if thread is not None:
+            thread.join(LIMIT)
+        ended = {"completed": 0, "cancelled": 0}
+        for future in futures:
+            try:
+                future.get(timeout=LIMIT)
+                ended["completed"] += 1
+            except CancellationError:
+                ended["cancelled"] += 1
+        stats = sequence.stats()
+        assert stats.outstanding == 0
+        assert (stats.completed - 1, stats.cancelled) == (ended["completed"], ended["cancelled"])
