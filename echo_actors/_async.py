@@ -31,6 +31,7 @@ from echo_actors._settle import ABANDONED, CANCELLED, COMPLETED, CRASHED, FAILED
 from echo_actors._ticket import AWAITING
 from echo_actors.errors import RoutingError
 from echo_actors.pipeline import _limited
+from echo_actors.runtime._awaitable import wakeups_held
 
 if TYPE_CHECKING:
     from echo_actors._settle import Settler
@@ -285,11 +286,12 @@ class AsyncRunner:
 
     def _settle_all(self, endings: list[_Ending]) -> None:
         settle, tally = self._settler.settle, Tally()
-        try:
-            for ticket, outcome, value, fate, site in endings:
-                settle(ticket, outcome, value, fate=fate, tally=tally, site=site)
-        finally:
-            self._settler.flush(tally)
+        with wakeups_held():  # the loops awaiting these results: woken once, not each
+            try:
+                for ticket, outcome, value, fate, site in endings:
+                    settle(ticket, outcome, value, fate=fate, tally=tally, site=site)
+            finally:
+                self._settler.flush(tally)
 
     def _settle(self, ticket: Ticket, outcome: str, value: Any, fate: Fate | None,
                 site: int) -> None:

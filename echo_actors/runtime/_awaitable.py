@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Awaitable"]
+__all__ = ["Awaitable", "wakeups_held"]
 
 
 class Awaitable:
@@ -86,6 +86,31 @@ class Awaitable:
 
 _BRIDGE = "_echo_actors_bridge"
 
+_held = threading.local()
+"""``bridges``: the bridges to wake at the end of the :func:`wakeups_held` block this
+thread is in (None outside one). Thread-local and scoped to a block: nothing shared."""
+
+
+@contextlib.contextmanager
+def wakeups_held() -> Generator[None, None, None]:
+    """Within: the loops awaiting futures set in this thread are woken once, at the end.
+
+    For whoever sets many futures in a row (a burst of endings): without it, each
+    set may wake the awaiting loop, whose thread then takes the GIL to handle one
+    result, and gives it back, once per future. Nested blocks wake at the outer end.
+    """
+    if getattr(_held, "bridges", None) is not None:
+        yield
+        return
+    bridges: list[_Bridge] = []
+    _held.bridges = bridges
+    try:
+        yield
+    finally:
+        _held.bridges = None
+        for bridge in bridges:
+            bridge.send()
+
 
 class _Bridge:
     """Wakes the waiters of one event loop from other threads, one wake-up per burst:
@@ -105,6 +130,14 @@ class _Bridge:
             if self._scheduled:
                 return
             self._scheduled = True
+        held = getattr(_held, "bridges", None)
+        if held is not None:  # in a burst: woken once, at its end
+            held.append(self)
+            return
+        self.send()
+
+    def send(self) -> None:
+        """Wake the loop (a wake-up is due: ``_scheduled`` is set)."""
         try:
             self._loop.call_soon_threadsafe(self._run)
         except RuntimeError:  # that loop is closed: nobody waits any more
