@@ -33,6 +33,8 @@ from echo_actors import (
     ValidationError,
 )
 from echo_actors.runtime import get_runtime
+from echo_actors.runtime._awaitable import wakeups_held
+from echo_actors.runtime._thread import ThreadFuture
 
 LIMIT = 10.0
 """Seconds any one wait may take before it counts as a failure."""
@@ -646,3 +648,157 @@ def test_submitting_while_a_shutdown_stops_the_loop_ends_every_action_once(
         stats = sequence.stats()
         assert stats.outstanding == 0
         assert (stats.completed - 1, stats.cancelled) == (ended["completed"], ended["cancelled"])
+
+
+def test_results_set_in_a_burst_wake_the_awaiting_loop_once() -> None:
+    """Within wakeups_held, setting 100 awaited futures wakes their loop once, at the end."""
+    futures = [ThreadFuture() for _ in range(100)]
+    inside: list[int] = []
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        loop = asyncio.get_running_loop()
+        calls: list[Any] = []
+        original = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(callback)
+            return original(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        gathered = asyncio.gather(*futures)
+        await asyncio.sleep(0)  # every await is parked on its future now
+
+        def burst() -> None:
+            with wakeups_held():
+                for i, future in enumerate(futures):
+                    future.set(i)
+                inside.append(len(calls))
+
+        thread = threading.Thread(target=burst)
+        thread.start()
+        results = await asyncio.wait_for(gathered, LIMIT)
+        thread.join(LIMIT)
+        return results, calls
+
+    results, calls = asyncio.run(main())
+    assert results == list(range(100))
+    assert inside == [0] and len(calls) == 1
+
+
+# Sequence.gather: many results as one future
+
+
+def _gathering_plan() -> Plan:
+    async def double(n: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * n
+
+    async def fail(n: int) -> None:
+        await asyncio.sleep(0)
+        raise ValueError(f"no {n}")
+
+    plan = Plan()
+    plan.with_signature(Signature("Double", content_type=int)).with_function("Double", double)
+    plan.with_signature(Signature("Fail", retry=NO_RETRY)).with_function("Fail", fail)
+    plan.with_signature(Signature("Triple", content_type=int))
+    return plan.with_function("Triple", lambda n: 3 * n).build()
+
+
+def test_gather_returns_every_result_in_order(make_sequence: Callable[..., Sequence]) -> None:
+    """async and plain functions, keyed and not, delayed: one list, in submission order."""
+    sequence = make_sequence(_gathering_plan(), sites=2)
+    actions = [Action("Double", i) for i in range(300)]
+    actions += [Action("Triple", 5), Action("Double", 7, key="k"), Action("Double", 8, delay=0.01)]
+
+    async def main() -> list[Any]:
+        return await asyncio.wait_for(sequence.gather(actions), LIMIT)
+
+    assert asyncio.run(main()) == [2 * i for i in range(300)] + [15, 14, 16]
+    assert asyncio.run(_empty(sequence)) == []
+
+
+async def _empty(sequence: Sequence) -> list[Any]:
+    return await sequence.gather([])
+
+
+def test_gather_raises_the_first_failure_or_returns_them(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """As asyncio.gather: the first failure is raised (the others run on), or with
+    return_exceptions every failure takes its action's place."""
+    sequence = make_sequence(_gathering_plan(), sites=2)
+
+    async def main() -> list[Any]:
+        with pytest.raises(ExecutionError, match="no 1"):
+            await sequence.gather([Action("Double", 1), Action("Fail", 1), Action("Double", 2)])
+        return await sequence.gather([Action("Double", 1), Action("Fail", 2)],
+                                     return_exceptions=True)
+
+    first, second = asyncio.run(main())
+    assert first == 2
+    assert isinstance(second, ExecutionError) and "no 2" in str(second)
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.dead_lettered, stats.outstanding) == (3, 2, 0)
+
+
+def test_cancelling_a_gather_does_not_cancel_its_actions(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    release = threading.Event()
+
+    async def held(n: int) -> int:
+        await asyncio.to_thread(release.wait, LIMIT)
+        return n
+
+    plan = _async_plan(Held=(Signature("Held"), held))
+    sequence = make_sequence(plan, sites=1)
+
+    async def main() -> None:
+        waiting = asyncio.ensure_future(sequence.gather([Action("Held", i) for i in range(5)]))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(main())
+    release.set()
+    assert sequence.join(LIMIT)
+    assert sequence.stats().completed == 5
+
+
+def test_gather_refuses_bad_input_other_runtimes_and_a_shutdown(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """A wrong item queues nothing; gevent and simulation Sequences refuse, naming the
+    runtime; so does a Sequence shut down."""
+    sequence = make_sequence(_gathering_plan(), sites=1)
+
+    async def bad() -> None:
+        await sequence.gather([Action("Double", 1), "not an action"])  # type: ignore[list-item]
+
+    with pytest.raises(TypeError, match="expected Actions"):
+        asyncio.run(bad())
+    assert sequence.stats().accepted == 0
+    simulated = Sequence(Plan().with_signature(Signature("E")).with_function("E", lambda x: x),
+                         runtime="simulation")
+
+    async def simulation() -> None:
+        await simulated.gather([Action("E", 1)])
+
+    with pytest.raises(RuntimeError, match="simulation"):
+        asyncio.run(simulation())
+    on_gevent = make_sequence(_gathering_plan(), sites=1, runtime="gevent")
+
+    async def gevent() -> None:
+        await on_gevent.gather([Action("Double", 1)])
+
+    with pytest.raises(RuntimeError, match="gevent"):
+        asyncio.run(gevent())
+    sequence.shutdown()
+
+    async def late() -> None:
+        await sequence.gather([Action("Double", 1)])
+
+    with pytest.raises(RuntimeError, match=r"shutting down|shut down"):
+        asyncio.run(late())
