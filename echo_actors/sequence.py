@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import threading
 import warnings
@@ -131,6 +132,12 @@ class Sequence:
             raise TypeError(f"expected a Plan, got {type(plan).__name__}")
         if not (isinstance(site, type) and issubclass(site, Site)):
             raise TypeError(f"site must be Site or a subclass of it, not {site!r}")
+        if inspect.iscoroutinefunction(site.receive):
+            raise TypeError(
+                f"{site.__name__}.receive is async def, which a Site cannot await (it "
+                "returns the result, and the Site goes on with its next action): serve "
+                "the action with an async def function of the Plan instead, awaited on the "
+                "Sequence's event loop")
         if production is not None and not isinstance(production, Production):
             raise TypeError(f"expected a Production, got {type(production).__name__}")
         if sites is not None and (isinstance(sites, bool) or not isinstance(sites, int)

@@ -802,3 +802,14 @@ def test_gather_refuses_bad_input_other_runtimes_and_a_shutdown(
 
     with pytest.raises(RuntimeError, match=r"shutting down|shut down"):
         asyncio.run(late())
+
+
+def test_an_async_receive_is_refused_when_the_sequence_is_made() -> None:
+    """It would never be awaited (its coroutine would be the result): a clear TypeError."""
+    class AsyncSite(Site):
+        async def receive(self, action: Action, life: Life) -> Any:  # type: ignore[override]
+            return super().receive(action, life)
+
+    plan = Plan().with_signature(Signature("E")).with_function("E", lambda x: x).build()
+    with pytest.raises(TypeError, match=r"AsyncSite\.receive is async def.*Plan"):
+        Sequence(plan, site=AsyncSite)
