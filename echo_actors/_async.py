@@ -92,6 +92,7 @@ class AsyncRunner:
         self._stopped = False
         self._inbox: deque[_Item] = deque()
         self._tasks: dict[Ticket, asyncio.Task[None]] = {}  # the loop thread's alone
+        self._held: deque[_Item] = deque()  # idem: waiting for Fate.max_async_in_flight
         self._endings: list[_Ending] = []  # idem: settled together by _flush
         self._others: set[asyncio.Task[None]] = set()  # hooks and the wind-down: theirs too
         self._calls: set[Any] = set()  # futures of call(): failed if the loop ends first
@@ -226,18 +227,37 @@ class AsyncRunner:
     def _drain(self) -> None:
         with self._lock:
             self._scheduled = False
-        inbox, create, tasks = self._inbox, asyncio.get_running_loop().create_task, self._tasks
-        cancelling = self._settler.cancelling
+        inbox, held = self._inbox, self._held
         while inbox:
-            ticket, coroutine, fate, site = inbox.popleft()
-            if coroutine is None:  # submitted here unstarted: the inbox was its only queue
-                if cancelling:
-                    self._ending(ticket, CANCELLED, None, fate, site)
-                    continue
-                # No lock: nobody else holds a ticket of the inbox. Started now: a
-                # cancellation lets it run, and the runner alone settles it.
-                ticket.state = AWAITING
-            tasks[ticket] = create(self._run(ticket, coroutine, fate, site))
+            item = inbox.popleft()
+            if held or self._full(item):
+                held.append(item)  # in turn, once a coroutine ends: the loop never waits
+            else:
+                self._begin(item)
+
+    def _full(self, item: _Item) -> bool:
+        """Whether ``item`` must wait: its Fate caps the coroutines in flight, all taken."""
+        fate = item[2]
+        limit = 0 if fate is None else fate.max_async_in_flight
+        return 0 < limit <= len(self._tasks)
+
+    def _begin(self, item: _Item) -> None:
+        ticket, coroutine, fate, site = item
+        if coroutine is None:  # submitted here unstarted: the inbox was its only queue
+            if self._settler.cancelling:
+                self._ending(ticket, CANCELLED, None, fate, site)
+                return
+            # No lock: nobody else holds a ticket of the inbox. Started now: a
+            # cancellation lets it run, and the runner alone settles it.
+            ticket.state = AWAITING
+        self._tasks[ticket] = asyncio.get_running_loop().create_task(
+            self._run(ticket, coroutine, fate, site))
+
+    def _release(self) -> None:
+        """A coroutine ended: start those that waited for its place, in their order."""
+        held = self._held
+        while held and not self._full(held[0]):
+            self._begin(held.popleft())
 
     async def _run(
         self, ticket: Ticket, coroutine: Coroutine[Any, Any, Any] | None, fate: Fate | None,
@@ -268,6 +288,8 @@ class AsyncRunner:
         finally:
             self._tasks.pop(ticket, None)
             self._ending(ticket, outcome, value, fate, site)
+            if self._held and not self._stopped:
+                self._release()
 
     def _ending(self, ticket: Ticket, outcome: str, value: Any, fate: Fate | None,
                 site: int) -> None:
@@ -305,12 +327,12 @@ class AsyncRunner:
         task.add_done_callback(self._others.discard)
 
     def _abandon_inbox(self) -> None:
-        inbox = self._inbox
-        while inbox:
-            ticket, coroutine, fate, site = inbox.popleft()
-            if coroutine is not None:
-                coroutine.close()
-            self._settle(ticket, ABANDONED, None, fate, site)
+        for inbox in (self._held, self._inbox):
+            while inbox:
+                ticket, coroutine, fate, site = inbox.popleft()
+                if coroutine is not None:
+                    coroutine.close()
+                self._settle(ticket, ABANDONED, None, fate, site)
 
     def _abandon(self) -> list[asyncio.Task[None]]:
         """Hand back every attempt still awaiting (settled ABANDONED), cancel their tasks."""

@@ -813,3 +813,89 @@ def test_an_async_receive_is_refused_when_the_sequence_is_made() -> None:
     plan = Plan().with_signature(Signature("E")).with_function("E", lambda x: x).build()
     with pytest.raises(TypeError, match=r"AsyncSite\.receive is async def.*Plan"):
         Sequence(plan, site=AsyncSite)
+
+
+# Fate.max_async_in_flight: a cap on coroutines in flight
+
+
+def test_the_cap_bounds_coroutines_in_flight_on_both_paths(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """With a cap of 3, never more than 3 run at once, and 3 do; every action completes,
+    those a Site handed over (keyed) and those that skipped it alike."""
+    running = peak = 0
+
+    async def step(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the others may start meanwhile, up to the cap
+        running -= 1
+        return i
+
+    plan = _async_plan(Step=(Signature("Step"), step))
+    sequence = make_sequence(plan, sites=2, runtime=runtime, fate=Fate(max_async_in_flight=3))
+    plain = sequence.submit_many([Action("Step", i) for i in range(30)])
+    keyed = sequence.submit_many([Action("Step", i, key=f"k{i}") for i in range(30, 40)])
+    assert [f.get(timeout=LIMIT) for f in plain + keyed] == list(range(40))
+    assert peak == 3
+
+
+def test_at_the_cap_the_loop_goes_on_and_what_waits_starts_in_turn(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """One coroutine holds the only place; the loop still runs callbacks from outside
+    (the one that releases it), and the others then run in submission order."""
+    order: list[int] = []
+    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    first_in = threading.Event()
+
+    async def step(i: int) -> int:
+        if i == 0:
+            release.append((asyncio.get_running_loop(), asyncio.Event()))
+            first_in.set()
+            await release[0][1].wait()
+        order.append(i)
+        return i
+
+    plan = _async_plan(Step=(Signature("Step"), step))
+    sequence = make_sequence(plan, sites=1, runtime=runtime, fate=Fate(max_async_in_flight=1))
+    futures = sequence.submit_many([Action("Step", i) for i in range(6)])
+    assert first_in.wait(LIMIT)
+    assert order == []  # the others wait for the place
+    loop, event = release[0]
+    loop.call_soon_threadsafe(event.set)  # runs only if the loop is not blocked
+    assert [f.get(timeout=LIMIT) for f in futures] == list(range(6))
+    assert order == list(range(6))
+
+
+def test_a_shutdown_hands_back_what_waits_for_a_place_never_started(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """At the cap, a shutdown without drain cuts the running coroutine short and hands back
+    the waiting ones without starting them; each ends once, nothing is left outstanding."""
+    started: list[int] = []
+    first_in = threading.Event()
+
+    async def forever(i: int) -> None:
+        started.append(i)
+        first_in.set()
+        await asyncio.Event().wait()
+
+    plan = _async_plan(Forever=(Signature("Forever"), forever))
+    sequence = make_sequence(plan, sites=1, runtime=runtime, fate=Fate(max_async_in_flight=1))
+    futures = sequence.submit_many([Action("Forever", i) for i in range(8)])
+    assert first_in.wait(LIMIT)
+    handed_back = sequence.shutdown(drain=False, timeout=0.05)
+    assert sorted(a.content for a in handed_back) == list(range(8)) and started == [0]
+    for future in futures:
+        with pytest.raises(CancellationError):
+            future.get(timeout=0)
+    stats = sequence.stats()
+    assert (stats.cancelled, stats.outstanding) == (8, 0)
+
+
+def test_the_cap_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="max_async_in_flight"):
+        Fate(max_async_in_flight=-1)
