@@ -745,10 +745,14 @@ def test_gather_raises_the_first_failure_or_returns_them(
 def test_cancelling_a_gather_does_not_cancel_its_actions(
     make_sequence: Callable[..., Sequence],
 ) -> None:
-    release = threading.Event()
+    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    first_in = threading.Event()
 
     async def held(n: int) -> int:
-        await asyncio.to_thread(release.wait, LIMIT)
+        if not release:  # on the Sequence's loop, where all of them run
+            release.append((asyncio.get_running_loop(), asyncio.Event()))
+            first_in.set()
+        await release[0][1].wait()
         return n
 
     plan = _async_plan(Held=(Signature("Held"), held))
@@ -762,7 +766,9 @@ def test_cancelling_a_gather_does_not_cancel_its_actions(
             await waiting
 
     asyncio.run(main())
-    release.set()
+    assert first_in.wait(LIMIT)
+    loop, event = release[0]
+    loop.call_soon_threadsafe(event.set)
     assert sequence.join(LIMIT)
     assert sequence.stats().completed == 5
 
