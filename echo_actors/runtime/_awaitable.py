@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
@@ -33,7 +32,8 @@ class Awaitable:
     whichever of the setter and a late :meth:`add_done_callback` comes second.
     """
 
-    _callbacks: list[Callable[[Any], object]]
+    _callbacks: list[Callable[[Any], object] | asyncio.Future[Any]]
+    """Callbacks, and the waiters of awaits (asyncio futures of the awaiting loops)."""
 
     if TYPE_CHECKING:  # provided by the future class
 
@@ -57,7 +57,10 @@ class Awaitable:
             except IndexError:  # the other side took the last one
                 return
             with contextlib.suppress(Exception):  # a bad callback must not break the setter
-                fn(self)
+                if isinstance(fn, asyncio.Future):  # an await's waiter (see __await__)
+                    getattr(fn.get_loop(), _BRIDGE).wake(fn, self)
+                else:
+                    fn(self)
 
     def __await__(self) -> Generator[Any, None, Any]:
         """Wait for the value without blocking the loop (a get hook's ``get()`` runs in a
@@ -74,7 +77,9 @@ class Awaitable:
             bridge = _Bridge(loop)
             setattr(loop, _BRIDGE, bridge)
         waiter: asyncio.Future[Any] = loop.create_future()
-        self.add_done_callback(functools.partial(bridge.wake, waiter))
+        self._callbacks.append(waiter)  # itself, not a callback made for it: fewer objects
+        if self.done():
+            self._fire_callbacks()
         return waiter.__await__()  # cancelled: only this wait ends; the action runs on
 
     def _await_now(self) -> Generator[Any, None, Any]:
