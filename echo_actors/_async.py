@@ -222,6 +222,43 @@ class AsyncRunner:
             raise
         return future.get()
 
+    def cancel(self, action_id: str) -> bool:
+        """Cancel the unstarted ticket of ``action_id`` waiting here (submitted without a
+        Site, or waiting for a place under ``Fate.max_async_in_flight``); True if found.
+
+        Asks the loop, and waits for its answer the runtime's way.
+
+        Raises:
+            pykka.Timeout: the loop did not answer within 10 s (a coroutine blocks it).
+        """
+        with self._lock:
+            loop = None if self._stopped else self._loop
+        if loop is None:
+            return False
+        answer = self._runtime.future()
+        call = self._call
+        assert call is not None
+
+        def look() -> None:
+            found = False
+            try:
+                self._drain()  # what was handed over before: started now, or held
+                held = self._held
+                for item in held:
+                    if item[1] is None and item[0].action.id == action_id:
+                        held.remove(item)
+                        self._ending(item[0], CANCELLED, None, item[2], item[3])
+                        found = True
+                        break
+            finally:
+                call(_resolve, answer, found)
+
+        try:
+            loop.call_soon_threadsafe(look)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return bool(answer.get(timeout=10))
+
     # On the loop thread
 
     def _drain(self) -> None:

@@ -546,6 +546,8 @@ class Sequence:
             return False
         if run.settler.cancel_waiting(action_id):
             return True
+        if run.direct and run.context.runner.started and run.context.runner.cancel(action_id):
+            return True  # it waited on the event loop, unstarted
         ref = run.desk.ref
         if ref is None:
             return False

@@ -905,3 +905,39 @@ def test_a_shutdown_hands_back_what_waits_for_a_place_never_started(
 def test_the_cap_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="max_async_in_flight"):
         Fate(max_async_in_flight=-1)
+
+
+def test_cancel_reaches_an_action_waiting_for_a_place(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Held back by the cap, it has not started: cancel() cancels it (its future raises,
+    it is handed back at shutdown, its function never runs); a running one runs on."""
+    ran: list[int] = []
+    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    first_in = threading.Event()
+
+    async def step(i: int) -> int:
+        if i == 0:
+            release.append((asyncio.get_running_loop(), asyncio.Event()))
+            first_in.set()
+            await release[0][1].wait()
+        ran.append(i)
+        return i
+
+    plan = _async_plan(Step=(Signature("Step"), step))
+    sequence = make_sequence(plan, sites=1, runtime=runtime, fate=Fate(max_async_in_flight=1))
+    actions = [Action("Step", i) for i in range(4)]
+    futures = sequence.submit_many(actions)
+    assert first_in.wait(LIMIT)
+    assert sequence.cancel(actions[2].id) is True
+    assert sequence.cancel(actions[0].id) is False  # running
+    assert sequence.cancel(actions[2].id) is False  # ended already
+    loop, event = release[0]
+    loop.call_soon_threadsafe(event.set)
+    assert [futures[i].get(timeout=LIMIT) for i in (0, 1, 3)] == [0, 1, 3]
+    with pytest.raises(CancellationError):
+        futures[2].get(timeout=LIMIT)
+    assert ran == [0, 1, 3]
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.cancelled, stats.outstanding) == (3, 1, 0)
