@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
+from echo_actors._logging import get_logger
 from echo_actors._settle import ABANDONED, CANCELLED, COMPLETED, CRASHED, FAILED, Tally
 from echo_actors._ticket import AWAITING
 from echo_actors.errors import RoutingError
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from echo_actors.runtime import Runtime
 
 __all__ = ["AsyncRunner"]
+
+_log = get_logger("echo_actors.sequence")
 
 _WIND_DOWN = 1.0
 """Seconds the stopping loop gives the coroutines it cancelled to run their ``finally``."""
@@ -348,7 +351,11 @@ class AsyncRunner:
         with wakeups_held():  # the loops awaiting these results: woken once, not each
             try:
                 for ticket, outcome, value, fate, site in endings:
-                    settle(ticket, outcome, value, fate=fate, tally=tally, site=site)
+                    try:
+                        settle(ticket, outcome, value, fate=fate, tally=tally, site=site)
+                    except Exception:  # noqa: BLE001 - the production's; the others still end
+                        _log.exception("settle_failed", action_id=ticket.action.id,
+                                       action_name=ticket.action.name, outcome=outcome)
             finally:
                 self._settler.flush(tally)
 

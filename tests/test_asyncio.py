@@ -26,6 +26,7 @@ from echo_actors import (
     Fate,
     Life,
     Plan,
+    Production,
     RetryPolicy,
     Sequence,
     Signature,
@@ -941,3 +942,41 @@ def test_cancel_reaches_an_action_waiting_for_a_place(
     assert sequence.join(LIMIT)
     stats = sequence.stats()
     assert (stats.completed, stats.cancelled, stats.outstanding) == (3, 1, 0)
+
+
+class _FailingProduction(Production):
+    """Acknowledges, and its ``complete`` breaks its promise never to raise, for "Bad"."""
+
+    acknowledges: ClassVar[bool] = True
+
+    def complete(self, ticket: Any, result: object, following: Action | None) -> bool:
+        if ticket.action.name == "Bad":
+            raise OSError("the store went away")
+        return False
+
+
+def test_an_ending_that_fails_to_settle_does_not_strand_the_others_of_its_turn(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """Two coroutines end in one turn of the loop, the first one's settle raises: it is
+    logged, and the second still completes."""
+    everyone: list[asyncio.Event] = []
+
+    async def bad(_: Any) -> str:
+        everyone.append(asyncio.Event())
+        await everyone[0].wait()
+        return "bad"
+
+    async def good(_: Any) -> str:
+        everyone[0].set()  # bad resumes first, in the same turn as this one's end
+        await asyncio.sleep(0)
+        return "good"
+
+    plan = _async_plan(Bad=(Signature("Bad"), bad), Good=(Signature("Good"), good))
+    with capture_events() as events:
+        sequence = make_sequence(plan, _FailingProduction(), sites=1)
+        sequence.submit(Action("Bad"))
+        assert sequence.submit(Action("Good")).get(timeout=LIMIT) == "good"
+        assert sequence.join(LIMIT)
+    [failed] = [e for e in events if e["event"] == "settle_failed"]
+    assert failed["action_name"] == "Bad"
