@@ -182,10 +182,11 @@ class AsyncRunner:
                 tickets, untouched, and settles them).
         """
         loop = self._start()
+        items = [(ticket, None, fate, -1) for ticket in tickets]
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the Sequence's event loop has stopped (shutting down)")
-            self._inbox.extend([(ticket, None, fate, -1) for ticket in tickets])
+            self._inbox.extend(items)
             if self._scheduled:
                 return
             self._scheduled = True
