@@ -25,6 +25,7 @@ import queue
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
 
 from echo_actors._logging import get_logger
@@ -317,7 +318,7 @@ class AsyncRunner:
                 value = function(signature.convert(action.content))
                 if signature.timeout is not None:
                     value = await _limited(value, signature.timeout, action)
-                elif inspect.isawaitable(value):
+                elif type(value) is CoroutineType or inspect.isawaitable(value):
                     value = await value
             outcome = COMPLETED
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is the action's

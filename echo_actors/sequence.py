@@ -518,10 +518,12 @@ class Sequence:
         run.ledger.admit(len(tickets))
         now: list[Ticket] = []
         looped: list[Ticket] = []
-        direct = run.direct if not run.settler.cancelling else frozenset()
+        direct = run.direct if not (run.settler.cancelling or fate.license_keys
+                                    or fate.action_events) else frozenset()
         for ticket in tickets:
             action = ticket.action
-            if action.name in direct and _direct(action, fate):
+            if (action.name in direct and action.key is None and action.delay <= 0
+                    and not action.hooks and not action.after):  # _direct, inline
                 looped.append(ticket)
             elif action.delay > 0:
                 run.settler.enqueue(ticket)
