@@ -980,3 +980,69 @@ def test_an_ending_that_fails_to_settle_does_not_strand_the_others_of_its_turn(
         assert sequence.join(LIMIT)
     [failed] = [e for e in events if e["event"] == "settle_failed"]
     assert failed["action_name"] == "Bad"
+
+
+def test_a_mix_of_async_actions_on_both_paths_ends_each_exactly_once(
+    runtime: str, make_sequence: Callable[..., Sequence], make_life: Callable[..., Life],
+) -> None:
+    """Plain, keyed, hooked and delayed actions, some failing once then retried, some
+    failing for good, some cancelled while they wait for a place under the cap: every
+    one ends once, as its future says, and the counts add up."""
+    n = int(os.environ.get("ECHO_ASYNC_MIX", "600"))
+    import random  # noqa: PLC0415 - only here
+
+    rng = random.Random(16)
+    tries: dict[int, int] = {}
+    ran: dict[int, int] = {}
+
+    async def work(i: int) -> int:
+        tries[i] = tries.get(i, 0) + 1
+        await asyncio.sleep(0)
+        if i % 7 == 0 and tries[i] == 1:
+            raise ConnectionError("once")  # retried
+        if i % 11 == 0:
+            raise ValueError("never")  # dead-lettered after its attempts
+        ran[i] = ran.get(i, 0) + 1
+        return i
+
+    def hook(action: Action) -> None:
+        return None
+
+    life = make_life(runtime=runtime)
+    life.register_hook("h", hook)
+    retry = RetryPolicy(max_attempts=2, base=0.0)
+    plan = _async_plan(Work=(Signature("Work", content_type=int, retry=retry), work))
+    sequence = make_sequence(plan, life=life, sites=2, runtime=runtime,
+                             fate=Fate(max_async_in_flight=8))
+    actions = []
+    for i in range(n):
+        kind = rng.random()
+        if kind < 0.5:
+            actions.append(Action("Work", i))
+        elif kind < 0.7:
+            actions.append(Action("Work", i, key=f"k{i % 5}"))
+        elif kind < 0.9:
+            actions.append(Action("Work", i, hooks=["h"]))
+        else:
+            actions.append(Action("Work", i, delay=0.001))
+    futures = sequence.submit_many(actions)
+    cancelled = {a.content for a in rng.sample(actions, n // 20) if sequence.cancel(a.id)}
+    outcomes = {"completed": 0, "dead": 0, "cancelled": 0}
+    for action, future in zip(actions, futures, strict=True):
+        i = action.content
+        try:
+            assert future.get(timeout=LIMIT) == i
+            outcomes["completed"] += 1
+            assert ran[i] == 1 and i not in cancelled
+        except CancellationError:
+            outcomes["cancelled"] += 1  # before it started, or while its retry waited
+            failed_first = i % 7 == 0 or i % 11 == 0
+            assert i in cancelled and tries.get(i, 0) in ((0, 1) if failed_first else (0,))
+        except ExecutionError:
+            outcomes["dead"] += 1
+            assert i % 11 == 0 and i not in ran
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.dead_lettered, stats.cancelled, stats.outstanding) == (
+        outcomes["completed"], outcomes["dead"], outcomes["cancelled"], 0)
+    assert sum(outcomes.values()) == n
