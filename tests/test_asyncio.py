@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -989,8 +990,6 @@ def test_a_mix_of_async_actions_on_both_paths_ends_each_exactly_once(
     failing for good, some cancelled while they wait for a place under the cap: every
     one ends once, as its future says, and the counts add up."""
     n = int(os.environ.get("ECHO_ASYNC_MIX", "600"))
-    import random  # noqa: PLC0415 - only here
-
     rng = random.Random(16)
     tries: dict[int, int] = {}
     ran: dict[int, int] = {}
