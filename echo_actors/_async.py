@@ -5,10 +5,14 @@ One loop thread per Sequence, started by the first coroutine. A Site that
 runs an action served by an ``async def`` function does not wait for it: it
 hands the coroutine over (the ticket goes AWAITING) and takes its next
 action, so a few Sites keep thousands of coroutines in flight on one loop.
-From then on the runner alone ends that attempt: whatever the coroutine does
-(returns, raises, is cut short by its timeout, or the loop stops under it),
-a ``finally`` settles it, from the loop thread (through the runtime's
-:meth:`~echo_actors.runtime.Runtime.threadsafe` caller).
+An action nothing needs a Site for (unkeyed, undelayed, no hooks, steps,
+license or events, the plain ``Site``) skips the Site: ``submit`` hands its
+unstarted ticket straight here (:meth:`AsyncRunner.submit`), and the loop
+calls the function. From then on the runner alone ends that attempt:
+whatever the coroutine does (returns, raises, is cut short by its timeout,
+or the loop stops under it), a ``finally`` settles it; the endings of one
+turn of the loop are settled together, in one call through the runtime's
+:meth:`~echo_actors.runtime.Runtime.threadsafe` caller.
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextlib
-import functools
+import inspect
 import queue
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
 
-from echo_actors._settle import ABANDONED, COMPLETED, CRASHED, FAILED
+from echo_actors._logging import get_logger
+from echo_actors._settle import ABANDONED, CANCELLED, COMPLETED, CRASHED, FAILED, Tally
+from echo_actors._ticket import AWAITING
+from echo_actors.errors import RoutingError
+from echo_actors.pipeline import _limited
+from echo_actors.runtime._awaitable import wakeups_held
 
 if TYPE_CHECKING:
     from echo_actors._settle import Settler
@@ -33,10 +43,16 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncRunner"]
 
+_log = get_logger("echo_actors.sequence")
+
 _WIND_DOWN = 1.0
 """Seconds the stopping loop gives the coroutines it cancelled to run their ``finally``."""
 
-_Item = tuple["Ticket", Coroutine[Any, Any, Any], "Fate | None", int]
+_Item = tuple["Ticket", "Coroutine[Any, Any, Any] | None", "Fate | None", int]
+"""A hand-over: the ticket, its coroutine (None: not started, the loop calls the function),
+the Fate it runs under, the Site that handed it over (-1: none)."""
+
+_Ending = tuple["Ticket", str, Any, "Fate | None", int]
 
 
 def _native() -> tuple[Callable[..., Any], Callable[[], Any], Callable[[], Any]]:
@@ -60,10 +76,12 @@ class AsyncRunner:
     """Runs the coroutines of a Sequence's actions on its own event loop thread.
 
     :meth:`hand_over` (from a Site) schedules a coroutine whose end settles
-    its ticket; :meth:`call` (from a Site) runs an awaitable, an ``async``
-    hook, and waits for it the runtime's way; :meth:`stop` (at shutdown)
-    hands back what still awaits and ends the thread. Hand-overs queue in a
-    deque that the loop drains, woken once per burst rather than once each.
+    its ticket; :meth:`submit` (from a submitter) does the same for unstarted
+    tickets, the loop making their coroutines; :meth:`call` (from a Site)
+    runs an awaitable, an ``async`` hook, and waits for it the runtime's
+    way; :meth:`stop` (at shutdown) hands back what still awaits and ends
+    the thread. Hand-overs queue in a deque that the loop drains, woken once
+    per burst rather than once each; endings are settled once per burst too.
     """
 
     def __init__(self, runtime: Runtime, settler: Settler) -> None:
@@ -78,6 +96,8 @@ class AsyncRunner:
         self._stopped = False
         self._inbox: deque[_Item] = deque()
         self._tasks: dict[Ticket, asyncio.Task[None]] = {}  # the loop thread's alone
+        self._held: deque[_Item] = deque()  # idem: waiting for Fate.max_async_in_flight
+        self._endings: list[_Ending] = []  # idem: settled together by _flush
         self._others: set[asyncio.Task[None]] = set()  # hooks and the wind-down: theirs too
         self._calls: set[Any] = set()  # futures of call(): failed if the loop ends first
 
@@ -112,11 +132,8 @@ class AsyncRunner:
         finally:
             with self._lock:
                 self._stopped = True  # ended by stop(), or (never) by an escaped error
-            inbox = self._inbox
-            while inbox:  # not a task yet: a stop's wind-down took them all, else now
-                ticket, coroutine, fate, site = inbox.popleft()
-                coroutine.close()
-                self._settle(ticket, ABANDONED, None, fate, site)
+            self._flush()  # ended before the loop stopped: their own outcome
+            self._abandon_inbox()  # not a task yet: a stop's wind-down took them all, else now
             for ticket in list(self._tasks):  # idem
                 self._settle(ticket, ABANDONED, None, None, -1)
             with contextlib.suppress(Exception):
@@ -154,6 +171,29 @@ class AsyncRunner:
         with contextlib.suppress(RuntimeError):  # closed: its last drain took the item
             loop.call_soon_threadsafe(self._drain)
 
+    def submit(self, tickets: list[Ticket], fate: Fate) -> None:
+        """Run the functions of these unstarted (QUEUED) tickets on the loop, no Site between.
+
+        Each is settled when its coroutine ends, as after :meth:`hand_over`;
+        one still in the inbox when a cancelling shutdown begins is cancelled
+        there (it never started). One wake-up for all of them.
+
+        Raises:
+            RuntimeError: the loop has stopped (the caller still owns the
+                tickets, untouched, and settles them).
+        """
+        loop = self._start()
+        items = [(ticket, None, fate, -1) for ticket in tickets]
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the Sequence's event loop has stopped (shutting down)")
+            self._inbox.extend(items)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # closed: its last drain took the items
+            loop.call_soon_threadsafe(self._drain)
+
     def call(self, awaitable: Awaitable[Any]) -> Any:
         """Run ``awaitable`` on the loop and return its value, waiting the runtime's way.
 
@@ -187,22 +227,99 @@ class AsyncRunner:
             raise
         return future.get()
 
+    def cancel(self, action_id: str) -> bool:
+        """Cancel the unstarted ticket of ``action_id`` waiting here (submitted without a
+        Site, or waiting for a place under ``Fate.max_async_in_flight``); True if found.
+
+        Asks the loop, and waits for its answer the runtime's way.
+
+        Raises:
+            pykka.Timeout: the loop did not answer within 10 s (a coroutine blocks it).
+        """
+        with self._lock:
+            loop = None if self._stopped else self._loop
+        if loop is None:
+            return False
+        answer = self._runtime.future()
+        call = self._call
+        assert call is not None
+
+        def look() -> None:
+            found = False
+            try:
+                self._drain()  # what was handed over before: started now, or held
+                held = self._held
+                for item in held:
+                    if item[1] is None and item[0].action.id == action_id:
+                        held.remove(item)
+                        self._ending(item[0], CANCELLED, None, item[2], item[3])
+                        found = True
+                        break
+            finally:
+                call(_resolve, answer, found)
+
+        try:
+            loop.call_soon_threadsafe(look)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return bool(answer.get(timeout=10))
+
     # On the loop thread
 
     def _drain(self) -> None:
         with self._lock:
             self._scheduled = False
-        inbox, create, tasks = self._inbox, asyncio.get_running_loop().create_task, self._tasks
+        inbox, held = self._inbox, self._held
         while inbox:
-            ticket, coroutine, fate, site = inbox.popleft()
-            tasks[ticket] = create(self._run(ticket, coroutine, fate, site))
+            item = inbox.popleft()
+            if held or self._full(item):
+                held.append(item)  # in turn, once a coroutine ends: the loop never waits
+            else:
+                self._begin(item)
+
+    def _full(self, item: _Item) -> bool:
+        """Whether ``item`` must wait: its Fate caps the coroutines in flight, all taken."""
+        fate = item[2]
+        limit = 0 if fate is None else fate.max_async_in_flight
+        return 0 < limit <= len(self._tasks)
+
+    def _begin(self, item: _Item) -> None:
+        ticket, coroutine, fate, site = item
+        if coroutine is None:  # submitted here unstarted: the inbox was its only queue
+            if self._settler.cancelling:
+                self._ending(ticket, CANCELLED, None, fate, site)
+                return
+            # No lock: nobody else holds a ticket of the inbox. Started now: a
+            # cancellation lets it run, and the runner alone settles it.
+            ticket.state, ticket.started = AWAITING, self._runtime.monotonic()
+        self._tasks[ticket] = asyncio.get_running_loop().create_task(
+            self._run(ticket, coroutine, fate, site))
+
+    def _release(self) -> None:
+        """A coroutine ended: start those that waited for its place, in their order."""
+        held = self._held
+        while held and not self._full(held[0]):
+            self._begin(held.popleft())
 
     async def _run(
-        self, ticket: Ticket, coroutine: Coroutine[Any, Any, Any], fate: Fate | None, site: int,
+        self, ticket: Ticket, coroutine: Coroutine[Any, Any, Any] | None, fate: Fate | None,
+        site: int,
     ) -> None:
         outcome, value = CRASHED, None
         try:
-            value = await coroutine
+            if coroutine is not None:
+                value = await coroutine
+            else:  # what Site.receive and the timeout step do, for a ticket without a Site
+                action = ticket.action
+                entry = self._settler.plan.lookup(action.name)
+                if entry is None:
+                    raise RoutingError(f"no function serves actions named {action.name!r}")
+                signature, function = entry
+                value = function(signature.convert(action.content))
+                if signature.timeout is not None:
+                    value = await _limited(value, signature.timeout, action)
+                elif type(value) is CoroutineType or inspect.isawaitable(value):
+                    value = await value
             outcome = COMPLETED
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is the action's
             outcome, value = FAILED, exc
@@ -212,27 +329,61 @@ class AsyncRunner:
             value = exc
         finally:
             self._tasks.pop(ticket, None)
-            self._settle(ticket, outcome, value, fate, site)
+            self._ending(ticket, outcome, value, fate, site)
+            if self._held and not self._stopped:
+                self._release()
+
+    def _ending(self, ticket: Ticket, outcome: str, value: Any, fate: Fate | None,
+                site: int) -> None:
+        """Settle at the end of this turn of the loop, with the other endings of the turn."""
+        endings = self._endings
+        endings.append((ticket, outcome, value, fate, site))
+        if len(endings) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        endings, self._endings = self._endings, []
+        if endings:
+            call = self._call
+            assert call is not None
+            call(self._settle_all, endings)
+
+    def _settle_all(self, endings: list[_Ending]) -> None:
+        settle, tally = self._settler.settle, Tally()
+        with wakeups_held():  # the loops awaiting these results: woken once, not each
+            try:
+                for ticket, outcome, value, fate, site in endings:
+                    try:
+                        settle(ticket, outcome, value, fate=fate, tally=tally, site=site)
+                    except Exception:  # noqa: BLE001 - the production's; the others still end
+                        _log.exception("settle_failed", action_id=ticket.action.id,
+                                       action_name=ticket.action.name, outcome=outcome)
+            finally:
+                self._settler.flush(tally)
 
     def _settle(self, ticket: Ticket, outcome: str, value: Any, fate: Fate | None,
                 site: int) -> None:
         call = self._call
         assert call is not None
-        call(functools.partial(self._settler.settle, ticket, outcome, value, fate=fate,
-                               site=site))
+        call(self._settle_all, [(ticket, outcome, value, fate, site)])
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._others.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._others.discard)
 
+    def _abandon_inbox(self) -> None:
+        for inbox in (self._held, self._inbox):
+            while inbox:
+                ticket, coroutine, fate, site = inbox.popleft()
+                if coroutine is not None:
+                    coroutine.close()
+                self._settle(ticket, ABANDONED, None, fate, site)
+
     def _abandon(self) -> list[asyncio.Task[None]]:
         """Hand back every attempt still awaiting (settled ABANDONED), cancel their tasks."""
-        inbox = self._inbox
-        while inbox:
-            ticket, coroutine, fate, site = inbox.popleft()
-            coroutine.close()
-            self._settle(ticket, ABANDONED, None, fate, site)
+        self._flush()  # those that ended first keep their outcome
+        self._abandon_inbox()
         tasks = list(self._tasks.values())
         for ticket in list(self._tasks):
             self._settle(ticket, ABANDONED, None, None, -1)

@@ -66,6 +66,9 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     - ``dedup_window``: seconds a durable production remembers that an action
       id completed, so that a redelivered copy is acknowledged without running
       again (0: off).
+    - ``max_async_in_flight``: most coroutines of ``async def`` functions a
+      Sequence's event loop runs at once (0: no cap); the others wait their
+      turn there, unstarted, without blocking the loop or a Site.
     """
 
     max_attempts: int = 3
@@ -89,6 +92,7 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     result_ttl: float = 86400.0
     max_result_bytes: int = 1 << 20
     dedup_window: float = 0.0
+    max_async_in_flight: int = 0
 
     def __post_init__(self) -> None:
         if self.sites < 1:
@@ -118,6 +122,8 @@ class Fate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("max_result_bytes must be >= 1")
         if not (0 <= self.dedup_window < math.inf):
             raise ValueError("dedup_window must be a finite number of seconds >= 0")
+        if self.max_async_in_flight < 0:
+            raise ValueError("max_async_in_flight must be >= 0 (0: no cap)")
         self.retry_policy()  # validates the backoff settings
 
     def retry_policy(self) -> RetryPolicy:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import threading
 import warnings
@@ -14,10 +15,11 @@ from typing import Any, cast
 import msgspec
 import pykka
 
+from echo_actors._gather import Gathering
 from echo_actors._ledger import Ledger
 from echo_actors._logging import get_logger
 from echo_actors._messages import Cancel, HandBack, SiteExited, SiteStarted, StatsRequest
-from echo_actors._settle import Settler
+from echo_actors._settle import CANCELLED, Settler
 from echo_actors._ticket import Ticket
 from echo_actors.action import Action
 from echo_actors.admission import check_admissible
@@ -59,12 +61,18 @@ class Stats(msgspec.Struct, frozen=True):
 
 
 class _Running(msgspec.Struct):
-    """What a started Sequence holds: the books, the dispatcher's desk, the Sites' context."""
+    """What a started Sequence holds: the books, the dispatcher's desk, the Sites' context.
+
+    ``direct``: the names of ``async def`` functions whose plain actions skip the Sites
+    (see :meth:`Sequence._direct`); empty when a Site subclass, pipeline steps or a
+    production other than the in-memory one must see every action.
+    """
 
     ledger: Ledger
     settler: Settler
     desk: Desk
     context: SiteContext
+    direct: frozenset[str] = frozenset()
 
 
 def _life_fate(life: Life) -> Fate:
@@ -124,6 +132,12 @@ class Sequence:
             raise TypeError(f"expected a Plan, got {type(plan).__name__}")
         if not (isinstance(site, type) and issubclass(site, Site)):
             raise TypeError(f"site must be Site or a subclass of it, not {site!r}")
+        if inspect.iscoroutinefunction(site.receive):
+            raise TypeError(
+                f"{site.__name__}.receive is async def, which a Site cannot await (it "
+                "returns the result, and the Site goes on with its next action): serve "
+                "the action with an async def function of the Plan instead, awaited on the "
+                "Sequence's event loop")
         if production is not None and not isinstance(production, Production):
             raise TypeError(f"expected a Production, got {type(production).__name__}")
         if sites is not None and (isinstance(sites, bool) or not isinstance(sites, int)
@@ -227,7 +241,10 @@ class Sequence:
         desk.settler = settler
         settler.observe = self.on_end
         context = SiteContext(self.plan, self.life, runtime, settler, desk, self.steps)
-        self._run = _Running(ledger, settler, desk, context)
+        plain = self.site_class is Site and not self.steps and type(self.production) is Production
+        # A function that asks for a Context gets it from its Site: it keeps the hop.
+        direct = self.plan.asynchronous - self.plan.contextual.keys() if plain else frozenset()
+        self._run = _Running(ledger, settler, desk, context, direct)
         # Bound first, so that what was assigned before the start is counted before it runs.
         self.production.bind(desk.wake, ledger.accept)
         try:
@@ -445,6 +462,9 @@ class Sequence:
         if fate.license_keys:
             run.context.admit(ticket)
         run.ledger.admit()
+        if action.name in run.direct and _direct(action, fate) and not run.settler.cancelling:
+            _to_loop(run, [ticket], fate)
+            return future
         if (action.key is None and action.delay <= 0 and run.desk.grants
                 and not run.settler.cancelling and run.desk.send_direct(ticket)):
             return future
@@ -456,6 +476,38 @@ class Sequence:
 
         All or none: a wrong item raises before any is queued.
         """
+        return self._submit_many(actions, lambda _: self.runtime.future())
+
+    async def gather(self, actions: Iterable[Action], *, return_exceptions: bool = False
+                     ) -> list[Any]:
+        """Submit ``actions`` and return their results in order, for asyncio programs.
+
+        What ``await asyncio.gather(*sequence.submit_many(actions))`` gives, at a
+        fraction of its cost for the awaiting loop: one future for all of them,
+        woken once, not a task and a wake-up per action. The first failure is
+        raised at once (the others run on), or, with ``return_exceptions``, every
+        failure takes its action's place in the list. Cancelling the await ends
+        the wait only: the actions run on. All or none, as :meth:`submit_many`.
+
+        For the thread runtime, as :meth:`join_async`: a gevent Sequence takes its
+        actions in its hub's thread, which an asyncio loop cannot share (await the
+        futures of :meth:`submit_many` submitted there instead).
+
+        Raises:
+            RuntimeError: on another runtime than the thread runtime, or the
+                Sequence is shutting down.
+        """
+        if self.runtime.name != "thread":
+            raise RuntimeError(
+                f"Sequence.gather is for the thread runtime, not {self.runtime.name!r}: "
+                "await the futures of submit_many instead (gevent, from its hub's thread), "
+                "or call .get() on them (simulation)")
+        actions = list(actions)
+        gathering = Gathering(len(actions), asyncio.get_running_loop(), return_exceptions)
+        self._submit_many(actions, gathering.slot)
+        return await gathering.future
+
+    def _submit_many(self, actions: Iterable[Action], future: Callable[[int], Any]) -> list[Any]:
         actions = list(actions)
         for action in actions:
             if not isinstance(action, Action):
@@ -464,19 +516,28 @@ class Sequence:
         fate = self.life.fate
         for action in actions:
             check_admissible(action, fate)
-        runtime = self.runtime
-        accepted = runtime.monotonic()
-        tickets = [Ticket(action, runtime.future(), None, None, accepted) for action in actions]
+        accepted = self.runtime.monotonic()
+        tickets = [Ticket(action, future(index), None, None, accepted)
+                   for index, action in enumerate(actions)]
         if fate.license_keys:
             for ticket in tickets:
                 run.context.admit(ticket)
         run.ledger.admit(len(tickets))
         now: list[Ticket] = []
+        looped: list[Ticket] = []
+        direct = run.direct if not (run.settler.cancelling or fate.license_keys
+                                    or fate.action_events) else frozenset()
         for ticket in tickets:
-            if ticket.action.delay > 0:
+            action = ticket.action
+            if (action.name in direct and action.key is None and action.delay <= 0
+                    and not action.hooks and not action.after):  # _direct, inline
+                looped.append(ticket)
+            elif action.delay > 0:
                 run.settler.enqueue(ticket)
             else:
                 now.append(ticket)
+        if looped:
+            _to_loop(run, looped, fate)
         if now:
             run.settler.put_many(now)
         return [ticket.future for ticket in tickets]
@@ -494,6 +555,8 @@ class Sequence:
             return False
         if run.settler.cancel_waiting(action_id):
             return True
+        if run.direct and run.context.runner.started and run.context.runner.cancel(action_id):
+            return True  # it waited on the event loop, unstarted
         ref = run.desk.ref
         if ref is None:
             return False
@@ -557,3 +620,23 @@ class Sequence:
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "running" if self._run else "new"
         return f"<Sequence {state} sites={self.sites} runtime={self.runtime.name}>"
+
+
+def _direct(action: Action, fate: Fate) -> bool:
+    """Whether ``action`` of an ``async def`` function needs nothing of a Site.
+
+    Unkeyed (no order or affinity to keep), undelayed, without hooks, under a
+    Fate without license keys or action events: the Site would only make the
+    coroutine and hand it to the loop, so the loop gets the ticket at once.
+    """
+    return (action.key is None and action.delay <= 0 and not action.hooks
+            and not action.after and not fate.license_keys and not fate.action_events)
+
+
+def _to_loop(run: _Running, tickets: list[Ticket], fate: Fate) -> None:
+    """Hand unstarted tickets to the Sequence's event loop; cancelled if it has stopped."""
+    try:
+        run.context.runner.submit(tickets, fate)
+    except RuntimeError:  # stopped: a shutdown's timeout ran out while they were admitted
+        for ticket in tickets:
+            run.settler.settle(ticket, CANCELLED)

@@ -9,9 +9,11 @@ thread, so on gevent the awaiting loop runs in a thread of its own.
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 import pytest
@@ -25,11 +27,16 @@ from echo_actors import (
     Fate,
     Life,
     Plan,
+    Production,
     RetryPolicy,
     Sequence,
     Signature,
+    Site,
+    ValidationError,
 )
 from echo_actors.runtime import get_runtime
+from echo_actors.runtime._awaitable import wakeups_held
+from echo_actors.runtime._thread import ThreadFuture
 
 LIMIT = 10.0
 """Seconds any one wait may take before it counts as a failure."""
@@ -483,3 +490,558 @@ def test_action_events_follow_the_coroutine(make_sequence: Callable[..., Sequenc
                      ("action_started", "Bad"), ("action_failed", "Bad")]
     [failed] = [e for e in events if e["event"] == "action_failed"]
     assert "ValueError: bad" in failed["error"]
+
+
+# Actions that skip their Site: unkeyed, undelayed, no hooks, the plain Site
+
+
+def test_a_plain_async_action_skips_the_sites_and_a_keyed_one_does_not(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Only the keyed (or hooked) actions are counted by a Site; all of them complete."""
+    async def echo(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    plan = _async_plan(Echo=(Signature("Echo", content_type=int), echo))
+    sequence = make_sequence(plan, sites=2, runtime=runtime)
+    plain = sequence.submit_many([Action("Echo", i) for i in range(20)])
+    keyed = [sequence.submit(Action("Echo", i, key=f"k{i}")) for i in range(3)]
+    assert [f.get(timeout=LIMIT) for f in plain + keyed] == [*range(20), *range(3)]
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.outstanding) == (23, 0)
+    assert sum(site.processed for site in stats.sites) == 3
+
+
+class _CountingSite(Site):
+    seen: ClassVar[list[str]] = []
+
+    def receive(self, action: Action, life: Life) -> Any:
+        self.seen.append(action.name)
+        return super().receive(action, life)
+
+
+def test_a_site_subclass_or_a_step_sees_every_async_action(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """With a receive of yours, or a pipeline step, no action goes around the Sites."""
+    async def echo(n: int) -> int:
+        return n
+
+    stepped: list[str] = []
+
+    def step(action: Action, site: Any, call_next: Any) -> Any:
+        stepped.append(action.name)
+        return call_next(action)
+
+    plan = _async_plan(Echo=(Signature("Echo"), echo))
+    _CountingSite.seen = []
+    subclassed = make_sequence(plan, site=_CountingSite, sites=1)
+    assert [f.get(timeout=LIMIT) for f in subclassed.submit_many(
+        [Action("Echo", i) for i in range(5)])] == list(range(5))
+    assert _CountingSite.seen == ["Echo"] * 5
+    with_step = make_sequence(plan, sites=1, steps=[step])
+    assert with_step.submit(Action("Echo", 1)).get(timeout=LIMIT) == 1
+    assert stepped == ["Echo"]
+
+
+def test_bad_content_or_a_plain_result_without_a_site(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Conversion fails as on a Site (a dead letter, not retried); a sync-returning
+    callable whose __call__ is async still gives its value."""
+    class Adder:
+        async def __call__(self, n: int) -> int:
+            await asyncio.sleep(0)
+            return n + 1
+
+    plan = _async_plan(Add=(Signature("Add", content_type=int), Adder()))
+    sequence = make_sequence(plan, sites=1, runtime=runtime)
+    assert sequence.submit(Action("Add", 1)).get(timeout=LIMIT) == 2
+    with pytest.raises(ValidationError, match="Add"):
+        sequence.submit(Action("Add", "not a number")).get(timeout=LIMIT)
+    [letter] = sequence.dead_letters()
+    assert (letter.error_kind, letter.attempts) == ("validation", 1)
+
+
+def test_what_waits_for_the_loop_when_a_cancelling_shutdown_begins_is_handed_back(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Submitted while the loop is busy, they never start: cancelled and handed back,
+    while the coroutine that kept the loop busy finishes (it had started)."""
+    inside, gate = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    async def hog(_: Any) -> str:
+        inside.set()
+        gate.wait(LIMIT)  # blocks the loop thread on purpose: nothing else starts
+        return "done"
+
+    async def later(i: int) -> int:
+        ran.append(i)
+        return i
+
+    plan = _async_plan(Hog=(Signature("Hog"), hog), Later=(Signature("Later"), later))
+    sequence = make_sequence(plan, sites=1, runtime=runtime)
+    hogging = sequence.submit(Action("Hog"))
+    assert inside.wait(LIMIT)
+    waiting = sequence.submit_many([Action("Later", i) for i in range(10)])
+    settler = sequence._run.settler  # type: ignore[union-attr]
+    start_cancelling = settler.start_cancelling
+
+    def cancelling(because: str | None = None) -> None:
+        start_cancelling(because)
+        gate.set()  # the loop goes on only once cancelling has begun
+
+    settler.start_cancelling = cancelling  # type: ignore[method-assign]
+    handed_back = sequence.shutdown(drain=False, timeout=LIMIT)
+    assert hogging.get(timeout=0) == "done"
+    assert sorted(a.content for a in handed_back) == list(range(10)) and ran == []
+    for future in waiting:
+        with pytest.raises(CancellationError):
+            future.get(timeout=0)
+    stats = sequence.stats()
+    assert (stats.completed, stats.cancelled, stats.outstanding) == (1, 10, 0)
+
+
+def test_submitting_while_a_shutdown_stops_the_loop_ends_every_action_once(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Submitters racing a shutdown without drain: each accepted action completes or is
+    cancelled, exactly once; the others are refused; nothing is left outstanding."""
+    rounds = int(os.environ.get("ECHO_RACE_ROUNDS", "20"))
+    for _ in range(rounds):
+        async def echo(n: int) -> int:
+            await asyncio.sleep(0)
+            return n
+
+        plan = _async_plan(Echo=(Signature("Echo"), echo))
+        sequence = make_sequence(plan, sites=1, runtime=runtime)
+        sequence.submit(Action("Echo", -1)).get(timeout=LIMIT)  # the loop is up
+        futures: list[Any] = []
+        go = threading.Event()
+
+        def submitter(sequence: Sequence = sequence, futures: list[Any] = futures,
+                      go: threading.Event = go) -> None:
+            go.wait(LIMIT)
+            for i in range(200):
+                try:
+                    futures.append(sequence.submit(Action("Echo", i)))
+                except RuntimeError:  # shutting down: refused, not accepted
+                    return
+
+        thread = threading.Thread(target=submitter) if runtime == "thread" else None
+        if thread is None:
+            futures.extend(sequence.submit_many([Action("Echo", i) for i in range(200)]))
+        else:
+            thread.start()
+        go.set()
+        sequence.shutdown(drain=False, timeout=0.0)
+        if thread is not None:
+            thread.join(LIMIT)
+        ended = {"completed": 0, "cancelled": 0}
+        for future in futures:
+            try:
+                future.get(timeout=LIMIT)
+                ended["completed"] += 1
+            except CancellationError:
+                ended["cancelled"] += 1
+        stats = sequence.stats()
+        assert stats.outstanding == 0
+        assert (stats.completed - 1, stats.cancelled) == (ended["completed"], ended["cancelled"])
+
+
+def test_results_set_in_a_burst_wake_the_awaiting_loop_once() -> None:
+    """Within wakeups_held, setting 100 awaited futures wakes their loop once, at the end."""
+    futures = [ThreadFuture() for _ in range(100)]
+    inside: list[int] = []
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        loop = asyncio.get_running_loop()
+        calls: list[Any] = []
+        original = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(callback)
+            return original(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        gathered = asyncio.gather(*futures)
+        await asyncio.sleep(0)  # every await is parked on its future now
+
+        def burst() -> None:
+            with wakeups_held():
+                for i, future in enumerate(futures):
+                    future.set(i)
+                inside.append(len(calls))
+
+        thread = threading.Thread(target=burst)
+        thread.start()
+        results = await asyncio.wait_for(gathered, LIMIT)
+        thread.join(LIMIT)
+        return results, calls
+
+    results, calls = asyncio.run(main())
+    assert results == list(range(100))
+    assert inside == [0] and len(calls) == 1
+
+
+# Sequence.gather: many results as one future
+
+
+def _gathering_plan() -> Plan:
+    async def double(n: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * n
+
+    async def fail(n: int) -> None:
+        await asyncio.sleep(0)
+        raise ValueError(f"no {n}")
+
+    plan = Plan()
+    plan.with_signature(Signature("Double", content_type=int)).with_function("Double", double)
+    plan.with_signature(Signature("Fail", retry=NO_RETRY)).with_function("Fail", fail)
+    plan.with_signature(Signature("Triple", content_type=int))
+    return plan.with_function("Triple", lambda n: 3 * n).build()
+
+
+def test_gather_returns_every_result_in_order(make_sequence: Callable[..., Sequence]) -> None:
+    """async and plain functions, keyed and not, delayed: one list, in submission order."""
+    sequence = make_sequence(_gathering_plan(), sites=2)
+    actions = [Action("Double", i) for i in range(300)]
+    actions += [Action("Triple", 5), Action("Double", 7, key="k"), Action("Double", 8, delay=0.01)]
+
+    async def main() -> list[Any]:
+        return await asyncio.wait_for(sequence.gather(actions), LIMIT)
+
+    assert asyncio.run(main()) == [2 * i for i in range(300)] + [15, 14, 16]
+    assert asyncio.run(_empty(sequence)) == []
+
+
+async def _empty(sequence: Sequence) -> list[Any]:
+    return await sequence.gather([])
+
+
+def test_gather_raises_the_first_failure_or_returns_them(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """As asyncio.gather: the first failure is raised (the others run on), or with
+    return_exceptions every failure takes its action's place."""
+    sequence = make_sequence(_gathering_plan(), sites=2)
+
+    async def main() -> list[Any]:
+        with pytest.raises(ExecutionError, match="no 1"):
+            await sequence.gather([Action("Double", 1), Action("Fail", 1), Action("Double", 2)])
+        return await sequence.gather([Action("Double", 1), Action("Fail", 2)],
+                                     return_exceptions=True)
+
+    first, second = asyncio.run(main())
+    assert first == 2
+    assert isinstance(second, ExecutionError) and "no 2" in str(second)
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.dead_lettered, stats.outstanding) == (3, 2, 0)
+
+
+def test_cancelling_a_gather_does_not_cancel_its_actions(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    first_in = threading.Event()
+
+    async def held(n: int) -> int:
+        if not release:  # on the Sequence's loop, where all of them run
+            release.append((asyncio.get_running_loop(), asyncio.Event()))
+            first_in.set()
+        await release[0][1].wait()
+        return n
+
+    plan = _async_plan(Held=(Signature("Held"), held))
+    sequence = make_sequence(plan, sites=1)
+
+    async def main() -> None:
+        waiting = asyncio.ensure_future(sequence.gather([Action("Held", i) for i in range(5)]))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(main())
+    assert first_in.wait(LIMIT)
+    loop, event = release[0]
+    loop.call_soon_threadsafe(event.set)
+    assert sequence.join(LIMIT)
+    assert sequence.stats().completed == 5
+
+
+def test_gather_refuses_bad_input_other_runtimes_and_a_shutdown(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """A wrong item queues nothing; gevent and simulation Sequences refuse, naming the
+    runtime; so does a Sequence shut down."""
+    sequence = make_sequence(_gathering_plan(), sites=1)
+
+    async def bad() -> None:
+        await sequence.gather([Action("Double", 1), "not an action"])  # type: ignore[list-item]
+
+    with pytest.raises(TypeError, match="expected Actions"):
+        asyncio.run(bad())
+    assert sequence.stats().accepted == 0
+    simulated = Sequence(Plan().with_signature(Signature("E")).with_function("E", lambda x: x),
+                         runtime="simulation")
+
+    async def simulation() -> None:
+        await simulated.gather([Action("E", 1)])
+
+    with pytest.raises(RuntimeError, match="simulation"):
+        asyncio.run(simulation())
+    on_gevent = make_sequence(_gathering_plan(), sites=1, runtime="gevent")
+
+    async def gevent() -> None:
+        await on_gevent.gather([Action("Double", 1)])
+
+    with pytest.raises(RuntimeError, match="gevent"):
+        asyncio.run(gevent())
+    sequence.shutdown()
+
+    async def late() -> None:
+        await sequence.gather([Action("Double", 1)])
+
+    with pytest.raises(RuntimeError, match=r"shutting down|shut down"):
+        asyncio.run(late())
+
+
+def test_an_async_receive_is_refused_when_the_sequence_is_made() -> None:
+    """It would never be awaited (its coroutine would be the result): a clear TypeError."""
+    class AsyncSite(Site):
+        async def receive(self, action: Action, life: Life) -> Any:  # type: ignore[override]
+            return super().receive(action, life)
+
+    plan = Plan().with_signature(Signature("E")).with_function("E", lambda x: x).build()
+    with pytest.raises(TypeError, match=r"AsyncSite\.receive is async def.*Plan"):
+        Sequence(plan, site=AsyncSite)
+
+
+# Fate.max_async_in_flight: a cap on coroutines in flight
+
+
+def test_the_cap_bounds_coroutines_in_flight_on_both_paths(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """With a cap of 3, never more than 3 run at once, and 3 do; every action completes,
+    those a Site handed over (keyed) and those that skipped it alike."""
+    running = peak = 0
+
+    async def step(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the others may start meanwhile, up to the cap
+        running -= 1
+        return i
+
+    plan = _async_plan(Step=(Signature("Step"), step))
+    sequence = make_sequence(plan, sites=2, runtime=runtime, fate=Fate(max_async_in_flight=3))
+    plain = sequence.submit_many([Action("Step", i) for i in range(30)])
+    keyed = sequence.submit_many([Action("Step", i, key=f"k{i}") for i in range(30, 40)])
+    assert [f.get(timeout=LIMIT) for f in plain + keyed] == list(range(40))
+    assert peak == 3
+
+
+def test_at_the_cap_the_loop_goes_on_and_what_waits_starts_in_turn(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """One coroutine holds the only place; the loop still runs callbacks from outside
+    (the one that releases it), and the others then run in submission order."""
+    order: list[int] = []
+    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    first_in = threading.Event()
+
+    async def step(i: int) -> int:
+        if i == 0:
+            release.append((asyncio.get_running_loop(), asyncio.Event()))
+            first_in.set()
+            await release[0][1].wait()
+        order.append(i)
+        return i
+
+    plan = _async_plan(Step=(Signature("Step"), step))
+    sequence = make_sequence(plan, sites=1, runtime=runtime, fate=Fate(max_async_in_flight=1))
+    futures = sequence.submit_many([Action("Step", i) for i in range(6)])
+    assert first_in.wait(LIMIT)
+    assert order == []  # the others wait for the place
+    loop, event = release[0]
+    loop.call_soon_threadsafe(event.set)  # runs only if the loop is not blocked
+    assert [f.get(timeout=LIMIT) for f in futures] == list(range(6))
+    assert order == list(range(6))
+
+
+def test_a_shutdown_hands_back_what_waits_for_a_place_never_started(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """At the cap, a shutdown without drain cuts the running coroutine short and hands back
+    the waiting ones without starting them; each ends once, nothing is left outstanding."""
+    started: list[int] = []
+    first_in = threading.Event()
+
+    async def forever(i: int) -> None:
+        started.append(i)
+        first_in.set()
+        await asyncio.Event().wait()
+
+    plan = _async_plan(Forever=(Signature("Forever"), forever))
+    sequence = make_sequence(plan, sites=1, runtime=runtime, fate=Fate(max_async_in_flight=1))
+    futures = sequence.submit_many([Action("Forever", i) for i in range(8)])
+    assert first_in.wait(LIMIT)
+    handed_back = sequence.shutdown(drain=False, timeout=0.05)
+    assert sorted(a.content for a in handed_back) == list(range(8)) and started == [0]
+    for future in futures:
+        with pytest.raises(CancellationError):
+            future.get(timeout=0)
+    stats = sequence.stats()
+    assert (stats.cancelled, stats.outstanding) == (8, 0)
+
+
+def test_the_cap_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="max_async_in_flight"):
+        Fate(max_async_in_flight=-1)
+
+
+def test_cancel_reaches_an_action_waiting_for_a_place(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """Held back by the cap, it has not started: cancel() cancels it (its future raises,
+    it is handed back at shutdown, its function never runs); a running one runs on."""
+    ran: list[int] = []
+    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    first_in = threading.Event()
+
+    async def step(i: int) -> int:
+        if i == 0:
+            release.append((asyncio.get_running_loop(), asyncio.Event()))
+            first_in.set()
+            await release[0][1].wait()
+        ran.append(i)
+        return i
+
+    plan = _async_plan(Step=(Signature("Step"), step))
+    sequence = make_sequence(plan, sites=1, runtime=runtime, fate=Fate(max_async_in_flight=1))
+    actions = [Action("Step", i) for i in range(4)]
+    futures = sequence.submit_many(actions)
+    assert first_in.wait(LIMIT)
+    assert sequence.cancel(actions[2].id) is True
+    assert sequence.cancel(actions[0].id) is False  # running
+    assert sequence.cancel(actions[2].id) is False  # ended already
+    loop, event = release[0]
+    loop.call_soon_threadsafe(event.set)
+    assert [futures[i].get(timeout=LIMIT) for i in (0, 1, 3)] == [0, 1, 3]
+    with pytest.raises(CancellationError):
+        futures[2].get(timeout=LIMIT)
+    assert ran == [0, 1, 3]
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.cancelled, stats.outstanding) == (3, 1, 0)
+
+
+class _FailingProduction(Production):
+    """Acknowledges, and its ``complete`` breaks its promise never to raise, for "Bad"."""
+
+    acknowledges: ClassVar[bool] = True
+
+    def complete(self, ticket: Any, result: object, following: Action | None) -> bool:
+        if ticket.action.name == "Bad":
+            raise OSError("the store went away")
+        return False
+
+
+def test_an_ending_that_fails_to_settle_does_not_strand_the_others_of_its_turn(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """Two coroutines end in one turn of the loop, the first one's settle raises: it is
+    logged, and the second still completes."""
+    everyone: list[asyncio.Event] = []
+
+    async def bad(_: Any) -> str:
+        everyone.append(asyncio.Event())
+        await everyone[0].wait()
+        return "bad"
+
+    async def good(_: Any) -> str:
+        everyone[0].set()  # bad resumes first, in the same turn as this one's end
+        await asyncio.sleep(0)
+        return "good"
+
+    plan = _async_plan(Bad=(Signature("Bad"), bad), Good=(Signature("Good"), good))
+    with capture_events() as events:
+        sequence = make_sequence(plan, _FailingProduction(), sites=1)
+        sequence.submit(Action("Bad"))
+        assert sequence.submit(Action("Good")).get(timeout=LIMIT) == "good"
+        assert sequence.join(LIMIT)
+    [failed] = [e for e in events if e["event"] == "settle_failed"]
+    assert failed["action_name"] == "Bad"
+
+
+def test_a_mix_of_async_actions_on_both_paths_ends_each_exactly_once(
+    runtime: str, make_sequence: Callable[..., Sequence], make_life: Callable[..., Life],
+) -> None:
+    """Plain, keyed, hooked and delayed actions, some failing once then retried, some
+    failing for good, some cancelled while they wait for a place under the cap: every
+    one ends once, as its future says, and the counts add up."""
+    n = int(os.environ.get("ECHO_ASYNC_MIX", "600"))
+    rng = random.Random(16)
+    tries: dict[int, int] = {}
+    ran: dict[int, int] = {}
+
+    async def work(i: int) -> int:
+        tries[i] = tries.get(i, 0) + 1
+        await asyncio.sleep(0)
+        if i % 7 == 0 and tries[i] == 1:
+            raise ConnectionError("once")  # retried
+        if i % 11 == 0:
+            raise ValueError("never")  # dead-lettered after its attempts
+        ran[i] = ran.get(i, 0) + 1
+        return i
+
+    def hook(action: Action) -> None:
+        return None
+
+    life = make_life(runtime=runtime)
+    life.register_hook("h", hook)
+    retry = RetryPolicy(max_attempts=2, base=0.0)
+    plan = _async_plan(Work=(Signature("Work", content_type=int, retry=retry), work))
+    sequence = make_sequence(plan, life=life, sites=2, runtime=runtime,
+                             fate=Fate(max_async_in_flight=8))
+    actions = []
+    for i in range(n):
+        kind = rng.random()
+        if kind < 0.5:
+            actions.append(Action("Work", i))
+        elif kind < 0.7:
+            actions.append(Action("Work", i, key=f"k{i % 5}"))
+        elif kind < 0.9:
+            actions.append(Action("Work", i, hooks=["h"]))
+        else:
+            actions.append(Action("Work", i, delay=0.001))
+    futures = sequence.submit_many(actions)
+    cancelled = {a.content for a in rng.sample(actions, n // 20) if sequence.cancel(a.id)}
+    outcomes = {"completed": 0, "dead": 0, "cancelled": 0}
+    for action, future in zip(actions, futures, strict=True):
+        i = action.content
+        try:
+            assert future.get(timeout=LIMIT) == i
+            outcomes["completed"] += 1
+            assert ran[i] == 1 and i not in cancelled
+        except CancellationError:
+            outcomes["cancelled"] += 1  # before it started, or while its retry waited
+            failed_first = i % 7 == 0 or i % 11 == 0
+            assert i in cancelled and tries.get(i, 0) in ((0, 1) if failed_first else (0,))
+        except ExecutionError:
+            outcomes["dead"] += 1
+            assert i % 11 == 0 and i not in ran
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.dead_lettered, stats.cancelled, stats.outstanding) == (
+        outcomes["completed"], outcomes["dead"], outcomes["cancelled"], 0)
+    assert sum(outcomes.values()) == n

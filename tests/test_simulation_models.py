@@ -450,7 +450,10 @@ def test_context_in_a_keyword_only_parameter_and_a_string_annotation() -> None:
 def test_context_in_an_async_function(make_sequence: MakeSequence) -> None:
     """An ``async def`` function can ask for a Context too."""
 
+    calls: list[int] = []
+
     async def later(content: int, ctx: Context) -> str:
+        calls.append(content)
         await asyncio.sleep(0)
         return f"{ctx.action.name}:{content}"
 
@@ -458,6 +461,7 @@ def test_context_in_an_async_function(make_sequence: MakeSequence) -> None:
     future = sequence.submit(Action("Later", 3))
     assert future.get(timeout=LIMIT) == "Later:3"
     assert future.times is not None and future.times.started is not None  # settled on the loop
+    assert calls == [3]  # given its Context the first time (not on a retry)
 
 
 def test_a_context_that_cannot_be_passed_is_refused_at_build() -> None:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Awaitable"]
+__all__ = ["Awaitable", "wakeups_held"]
 
 
 class Awaitable:
@@ -33,7 +32,8 @@ class Awaitable:
     whichever of the setter and a late :meth:`add_done_callback` comes second.
     """
 
-    _callbacks: list[Callable[[Any], object]]
+    _callbacks: list[Callable[[Any], object] | asyncio.Future[Any]]
+    """Callbacks, and the waiters of awaits (asyncio futures of the awaiting loops)."""
 
     if TYPE_CHECKING:  # provided by the future class
 
@@ -57,20 +57,32 @@ class Awaitable:
             except IndexError:  # the other side took the last one
                 return
             with contextlib.suppress(Exception):  # a bad callback must not break the setter
-                fn(self)
+                if isinstance(fn, asyncio.Future):  # an await's waiter (see __await__)
+                    getattr(fn.get_loop(), _BRIDGE).wake(fn, self)
+                else:
+                    fn(self)
 
     def __await__(self) -> Generator[Any, None, Any]:
         """Wait for the value without blocking the loop (a get hook's ``get()`` runs in a
-        worker thread); cancelling the wait leaves the action running."""
-        if not self.done() and getattr(self, "_get_hook", None) is None:
-            loop = asyncio.get_running_loop()
-            bridge: _Bridge | None = getattr(loop, _BRIDGE, None)
-            if bridge is None:  # made by the loop's own thread: no race
-                bridge = _Bridge(loop)
-                setattr(loop, _BRIDGE, bridge)
-            waiter: asyncio.Future[None] = loop.create_future()
-            self.add_done_callback(functools.partial(bridge.wake, waiter))
-            yield from waiter  # cancelled: only this wait ends; the action runs on
+        worker thread); cancelling the wait leaves the action running.
+
+        Unset, it is an asyncio future of the awaiting loop's, given the outcome
+        there once this one is set: the await is asyncio's own, no frame of ours.
+        """
+        if self.done() or getattr(self, "_get_hook", None) is not None:
+            return self._await_now()
+        loop = asyncio.get_running_loop()
+        bridge: _Bridge | None = getattr(loop, _BRIDGE, None)
+        if bridge is None:  # made by the loop's own thread: no race
+            bridge = _Bridge(loop)
+            setattr(loop, _BRIDGE, bridge)
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._callbacks.append(waiter)  # itself, not a callback made for it: fewer objects
+        if self.done():
+            self._fire_callbacks()
+        return waiter.__await__()  # cancelled: only this wait ends; the action runs on
+
+    def _await_now(self) -> Generator[Any, None, Any]:
         get = self.get  # type: ignore[attr-defined]
         if getattr(self, "_get_hook", None) is not None:  # pykka's map/filter: get() computes
             return (yield from asyncio.ensure_future(asyncio.to_thread(get)))
@@ -78,6 +90,31 @@ class Awaitable:
 
 
 _BRIDGE = "_echo_actors_bridge"
+
+_held = threading.local()
+"""``bridges``: the bridges to wake at the end of the :func:`wakeups_held` block this
+thread is in (None outside one). Thread-local and scoped to a block: nothing shared."""
+
+
+@contextlib.contextmanager
+def wakeups_held() -> Generator[None, None, None]:
+    """Within: the loops awaiting futures set in this thread are woken once, at the end.
+
+    For whoever sets many futures in a row (a burst of endings): without it, each
+    set may wake the awaiting loop, whose thread then takes the GIL to handle one
+    result, and gives it back, once per future. Nested blocks wake at the outer end.
+    """
+    if getattr(_held, "bridges", None) is not None:
+        yield
+        return
+    bridges: list[_Bridge] = []
+    _held.bridges = bridges
+    try:
+        yield
+    finally:
+        _held.bridges = None
+        for bridge in bridges:
+            bridge.send()
 
 
 class _Bridge:
@@ -88,16 +125,24 @@ class _Bridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._ready: deque[asyncio.Future[None]] = deque()
+        self._ready: deque[tuple[asyncio.Future[Any], Any]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
 
-    def wake(self, waiter: asyncio.Future[None], _future: Any = None) -> None:
-        self._ready.append(waiter)
+    def wake(self, waiter: asyncio.Future[Any], future: Any) -> None:
+        self._ready.append((waiter, future))
         with self._lock:
             if self._scheduled:
                 return
             self._scheduled = True
+        held = getattr(_held, "bridges", None)
+        if held is not None:  # in a burst: woken once, at its end
+            held.append(self)
+            return
+        self.send()
+
+    def send(self) -> None:
+        """Wake the loop (a wake-up is due: ``_scheduled`` is set)."""
         try:
             self._loop.call_soon_threadsafe(self._run)
         except RuntimeError:  # that loop is closed: nobody waits any more
@@ -109,6 +154,12 @@ class _Bridge:
             self._scheduled = False
         ready = self._ready
         while ready:
-            waiter = ready.popleft()
-            if not waiter.done():  # not cancelled meanwhile
-                waiter.set_result(None)
+            waiter, future = ready.popleft()
+            if waiter.done():  # cancelled meanwhile
+                continue
+            try:
+                value = future.get(timeout=0)
+            except Exception as exc:  # noqa: BLE001 - the awaiting task's to raise
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(value)
