@@ -227,6 +227,12 @@ class Settler:
             if not durable:
                 tally.acks.append(ticket)
         future = ticket.future
+        child = None
+        if following is not None and not durable:
+            # The child's future is linked to the parent's before that one is set, so
+            # that ``future.chain()`` can follow the chain to its last result.
+            link = getattr(future, "_link", None)
+            child = Ticket(following, None if link is None else link())
         if future is not None:
             try:  # noqa: SIM105 - suppress() costs an object on this per-action path
                 future.set(result)
@@ -234,9 +240,9 @@ class Settler:
                 pass
         if ticket.holds_key and action.key is not None:
             self._post(KeyFree(action.key))
-        if following is not None and not durable:
+        if child is not None:
             self.ledger.accept()
-            self.enqueue(Ticket(following))
+            self.enqueue(child)
 
     def _cancelled(self, ticket: Ticket, tally: Tally) -> None:
         tally.cancelled += 1
