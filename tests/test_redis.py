@@ -156,6 +156,21 @@ def test_round_trip_through_a_sequence(productions, make_sequence, client, strea
 
 
 @pytest.mark.timeout(60)
+def test_a_chain_submitted_in_process_ends_in_process(productions, make_sequence, client,
+                                                       stream) -> None:
+    """Sequence.submit on a RedisProduction: the chain runs here, so chain() sees its end."""
+    recorder = Recorder(3)
+    plan = (Plan().with_signature(Signature("Noop")).with_function("Noop", recorder)
+            .with_signature(Signature("Add")).with_function("Add", lambda n: n + 1).build())
+    sequence = make_sequence(plan, productions(consumer="local"))
+    future = sequence.submit(Action("Add", 1, next=Action("Add", next=Action("Noop"))))
+    assert future.chain().get(timeout=LIMIT) == 3
+    assert future.get(timeout=LIMIT) == 2
+    assert recorder.results == [3]
+    assert client.xlen(stream) == 0 and group_pending(client, stream) == 0  # never in Redis
+
+
+@pytest.mark.timeout(60)
 def test_named_production_in_life(productions, make_life, make_sequence, client, stream) -> None:
     """A RedisProduction registered in Life (Karma) feeds the Sequence that uses it."""
     recorder = Recorder(20)

@@ -976,12 +976,14 @@ class RedisProduction(Production):
         runs again and its ``next`` is added then. Returns False (the Sequence
         acknowledges as usual) when there is nothing to write but the
         acknowledgement, or when ``next`` cannot be encoded (then it runs in
-        this process).
+        this process), and for an action submitted in this process (with a future):
+        its chain runs here, so that ``future.chain()`` sees its end.
         """
         receipt = ticket.receipt
         reply = receipt is not None and receipt in self._replies
         dedup = receipt is not None and self.fate.dedup_window > 0
-        if (following is None and not reply and not dedup) or self._closed:
+        if ((following is None and not reply and not dedup) or self._closed
+                or ticket.future is not None):
             return False
         action = ticket.action
         try:
