@@ -352,6 +352,45 @@ def test_dead_letters_requeue(productions, make_sequence, client, stream) -> Non
                "the requeued action acknowledged")
 
 
+@pytest.mark.timeout(60)
+def test_assign_from_many_threads_adds_each_action_once(productions, client, stream) -> None:
+    """Threads assigning at once share the production's own connection or go through the
+    client when it is busy: every action is added exactly once."""
+    submitter = productions()
+    errors: list[BaseException] = []
+
+    def send(start: int) -> None:
+        try:
+            for i in range(start, start + 200):
+                submitter.assign(Action("Noop", i))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n * 200,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(LIMIT)
+    assert not errors and not any(t.is_alive() for t in threads)
+    contents = sorted(submitter.decode(fields[b"a"]).content
+                      for _, fields in client.xrange(stream))
+    assert contents == list(range(1600))
+
+
+@pytest.mark.timeout(60)
+def test_assign_after_its_connection_was_killed(productions, client, stream) -> None:
+    """Redis drops every client connection: the next assign still adds its action, once
+    (the client reconnects and retries), and so do the ones after it."""
+    submitter = productions()
+    submitter.assign(Action("Noop", 0))
+    killed = client.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    submitter.assign(Action("Noop", 1))
+    submitter.assign(Action("Noop", 2))
+    contents = [submitter.decode(fields[b"a"]).content for _, fields in client.xrange(stream)]
+    assert contents == [0, 1, 2]
+
+
 # Worker processes
 
 
