@@ -46,9 +46,8 @@ from echo_actors.production.redis import (
     AssignError,
     RedisNonceStore,
     RedisProduction,
-    _decode_wire,
-    _encode_wire,
 )
+from echo_actors.production.redis._wire import _decode_wire, _encode_wire
 
 __all__ = ["redis_server"]  # the session fixture, used by name
 
