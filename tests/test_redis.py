@@ -8,28 +8,22 @@ inside this process use events set by the plan functions.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pytest
 import redis
-from redis_server import redis_server
 
 from echo_actors import Action, Fate, Plan, Signature, sign, verify
 from echo_actors.production.redis import RedisProduction
-
-__all__ = ["redis_server"]  # the session fixture, used by name
 
 LIMIT = 20.0
 """Seconds any wait on Redis or a worker may take before it counts as a failure."""
@@ -83,36 +77,6 @@ def group_pending(client: redis.Redis, stream: str, consumer: str | None = None)
     if consumer is None:
         return int(summary["pending"])
     return sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == consumer.encode())
-
-
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    """A client of the session's server, closed after the test."""
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
-def stream() -> str:
-    """A stream name of this test's own, so tests share the server without sharing keys."""
-    return f"t-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def productions(redis_server: str, stream: str) -> Iterator[Callable[..., RedisProduction]]:
-    """Make RedisProductions on the test's stream; every one is closed after the test."""
-    made: list[RedisProduction] = []
-
-    def make(**options: Any) -> RedisProduction:
-        options.setdefault("fate", Fate())
-        production = RedisProduction(redis_server, stream=stream, **options)
-        made.append(production)
-        return production
-
-    yield make
-    for production in reversed(made):
-        production.close()
 
 
 class Recorder:
@@ -395,38 +359,15 @@ def test_assign_after_its_connection_was_killed(productions, client, stream) -> 
 
 
 @pytest.fixture
-def worker_env(redis_server: str, stream: str, tmp_path: Path) -> dict[str, str]:
-    """Environment of worker processes: the server's URL, the test's key, no other ECHO_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
-    env.update(ECHO_REDIS_URL=redis_server, TEST_KEY=stream)
-    return env
-
-
-@pytest.fixture
-def workers(worker_env: dict[str, str], stream: str,
-            tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``echo-actors worker`` processes on the test's stream; all are killed after."""
-    plan_file = tmp_path / "worker_plan.py"
-    plan_file.write_text(WORKER_PLAN)
-    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+def workers(worker_processes: Callable[..., subprocess.Popen[bytes]]
+            ) -> Callable[..., subprocess.Popen[bytes]]:
+    """Start ``echo-actors worker`` processes of WORKER_PLAN on the test's stream."""
 
     def start(name: str, *options: str, env: dict[str, str] | None = None
               ) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "echo_actors", "worker", f"{plan_file}:plan",
-             "--stream", stream, "--consumer", name, *options],
-            env={**worker_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-        )
-        started.append((process, log))
-        return process
+        return worker_processes(WORKER_PLAN, name, *options, env=env)
 
-    yield start
-    for process, log in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        log.close()
+    return start
 
 
 def consumers(client: redis.Redis, stream: str) -> set[str]:
