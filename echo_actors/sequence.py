@@ -445,6 +445,9 @@ class Sequence:
     def submit(self, action: Action) -> pykka.Future[Any]:
         """Queue ``action``; returns a future of its result (starts the Sequence if need be).
 
+        The future gives the action's own result; for a chain, ``future.chain()``
+        is the future of its last link's result (or of the error that ended it).
+
         Raises:
             TypeError: ``action`` is not an Action.
             ValidationError: the Fate does not admit it (delay over ``max_delay``,

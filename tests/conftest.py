@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""Shared fixtures: the runtime parameter, Sequences and Lifes that are always stopped.
+"""Shared fixtures: the runtime parameter, Sequences and Lifes that are always stopped,
+and the Redis ones (a client, a stream and productions of the test's own, worker processes).
 
 Nothing here configures logging (or anything else) globally: a test that
 asserts on log events uses ``structlog.testing.capture_logs()``.
@@ -7,16 +8,26 @@ asserts on log events uses ``structlog.testing.capture_logs()``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pykka
 import pytest
+import redis
 import structlog
+from redis_server import redis_server
 
 from echo_actors import Fate, Life, Plan, Sequence, Site
 from echo_actors.dispatcher import Dispatcher
+from echo_actors.production.redis import RedisProduction
 from echo_actors.runtime import Runtime, get_runtime
+
+__all__ = ["redis_server"]  # the session's Redis server, a fixture used by name
 
 LIMIT = 10.0
 """Seconds any wait in these tests may take before it counts as a failure."""
@@ -125,3 +136,75 @@ def spawn() -> Callable[..., pykka.Future[Any]]:
         return future
 
     return start
+
+
+# Redis: the session's server (``redis_server``), and what each test has of its own
+
+
+@pytest.fixture
+def client(redis_server: str) -> Iterator[redis.Redis]:
+    """A client of the session's server, closed after the test."""
+    connection = redis.Redis.from_url(redis_server)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def stream() -> str:
+    """A stream name of this test's own, so tests share the server without sharing keys."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def productions(redis_server: str, stream: str) -> Iterator[Callable[..., RedisProduction]]:
+    """Make RedisProductions on the test's stream; every one is closed after the test."""
+    made: list[RedisProduction] = []
+
+    def make(**options: Any) -> RedisProduction:
+        options.setdefault("fate", Fate())
+        production = RedisProduction(redis_server, stream=stream, **options)
+        made.append(production)
+        return production
+
+    yield make
+    for production in reversed(made):
+        production.close()
+
+
+@pytest.fixture
+def worker_env(redis_server: str, stream: str) -> dict[str, str]:
+    """Environment of worker processes: the server's URL, the test's key, no other ECHO_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
+    env.update(ECHO_REDIS_URL=redis_server, TEST_KEY=stream)
+    return env
+
+
+@pytest.fixture
+def worker_processes(
+    worker_env: dict[str, str], stream: str, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """``start(plan_source, name, *options, env=None)``: an ``echo-actors worker`` process
+    named ``name`` on the test's stream, running the ``plan`` that ``plan_source``
+    defines, its output in ``tmp_path / "<name>.log"``. Every one is killed after the test.
+    """
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start(plan_source: str, name: str, *options: str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        plan_file = tmp_path / f"{name}_plan.py"
+        plan_file.write_text(plan_source)
+        log = (tmp_path / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "echo_actors", "worker", f"{plan_file}:plan",
+             "--stream", stream, "--consumer", name, *options],
+            env={**worker_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+        )
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, log in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        log.close()

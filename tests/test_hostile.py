@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_server import redis_server
 
 from echo_actors import (
     Action,
@@ -45,12 +44,8 @@ from echo_actors.production.redis import (
     FORMAT_VERSION,
     AssignError,
     RedisNonceStore,
-    RedisProduction,
-    _decode_wire,
-    _encode_wire,
 )
-
-__all__ = ["redis_server"]  # the session fixture, used by name
+from echo_actors.production.redis._wire import _decode_wire, _encode_wire
 
 LIMIT = 20.0
 
@@ -349,31 +344,6 @@ def wait_until(predicate: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         pause.wait(0.05)
-
-
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    """A client of the session's server."""
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
-def productions(redis_server: str) -> Iterator[Callable[..., RedisProduction]]:
-    """RedisProductions on this test's own stream, closed after the test."""
-    stream = f"h-{uuid.uuid4().hex[:10]}"
-    made: list[RedisProduction] = []
-
-    def make(**options: Any) -> RedisProduction:
-        options.setdefault("fate", Fate())
-        production = RedisProduction(redis_server, stream=stream, **options)
-        made.append(production)
-        return production
-
-    yield make
-    for production in reversed(made):
-        production.close()
 
 
 FAST = Fate(backoff_base=0.001, backoff_cap=0.01, backoff_jitter=0.0)

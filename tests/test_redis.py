@@ -8,28 +8,22 @@ inside this process use events set by the plan functions.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pytest
 import redis
-from redis_server import redis_server
 
 from echo_actors import Action, Fate, Plan, Signature, sign, verify
 from echo_actors.production.redis import RedisProduction
-
-__all__ = ["redis_server"]  # the session fixture, used by name
 
 LIMIT = 20.0
 """Seconds any wait on Redis or a worker may take before it counts as a failure."""
@@ -85,36 +79,6 @@ def group_pending(client: redis.Redis, stream: str, consumer: str | None = None)
     return sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == consumer.encode())
 
 
-@pytest.fixture
-def client(redis_server: str) -> Iterator[redis.Redis]:
-    """A client of the session's server, closed after the test."""
-    connection = redis.Redis.from_url(redis_server)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
-def stream() -> str:
-    """A stream name of this test's own, so tests share the server without sharing keys."""
-    return f"t-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def productions(redis_server: str, stream: str) -> Iterator[Callable[..., RedisProduction]]:
-    """Make RedisProductions on the test's stream; every one is closed after the test."""
-    made: list[RedisProduction] = []
-
-    def make(**options: Any) -> RedisProduction:
-        options.setdefault("fate", Fate())
-        production = RedisProduction(redis_server, stream=stream, **options)
-        made.append(production)
-        return production
-
-    yield make
-    for production in reversed(made):
-        production.close()
-
-
 class Recorder:
     """Plan functions' side: what ran, and an event set once ``expected`` results are in."""
 
@@ -153,6 +117,21 @@ def test_round_trip_through_a_sequence(productions, make_sequence, client, strea
     wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
     wait_until(lambda: consumer.counts["acked"] == 500, "the writer's count")
     assert group_pending(client, stream) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_chain_submitted_in_process_ends_in_process(productions, make_sequence, client,
+                                                       stream) -> None:
+    """Sequence.submit on a RedisProduction: the chain runs here, so chain() sees its end."""
+    recorder = Recorder(3)
+    plan = (Plan().with_signature(Signature("Noop")).with_function("Noop", recorder)
+            .with_signature(Signature("Add")).with_function("Add", lambda n: n + 1).build())
+    sequence = make_sequence(plan, productions(consumer="local"))
+    future = sequence.submit(Action("Add", 1, next=Action("Add", next=Action("Noop"))))
+    assert future.chain().get(timeout=LIMIT) == 3
+    assert future.get(timeout=LIMIT) == 2
+    assert recorder.results == [3]
+    assert client.xlen(stream) == 0 and group_pending(client, stream) == 0  # never in Redis
 
 
 @pytest.mark.timeout(60)
@@ -337,42 +316,58 @@ def test_dead_letters_requeue(productions, make_sequence, client, stream) -> Non
                "the requeued action acknowledged")
 
 
+@pytest.mark.timeout(60)
+def test_assign_from_many_threads_adds_each_action_once(productions, client, stream) -> None:
+    """Threads assigning at once share the production's own connection or go through the
+    client when it is busy: every action is added exactly once."""
+    submitter = productions()
+    errors: list[BaseException] = []
+
+    def send(start: int) -> None:
+        try:
+            for i in range(start, start + 200):
+                submitter.assign(Action("Noop", i))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n * 200,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(LIMIT)
+    assert not errors and not any(t.is_alive() for t in threads)
+    contents = sorted(submitter.decode(fields[b"a"]).content
+                      for _, fields in client.xrange(stream))
+    assert contents == list(range(1600))
+
+
+@pytest.mark.timeout(60)
+def test_assign_after_its_connection_was_killed(productions, client, stream) -> None:
+    """Redis drops every client connection: the next assign still adds its action, once
+    (the client reconnects and retries), and so do the ones after it."""
+    submitter = productions()
+    submitter.assign(Action("Noop", 0))
+    killed = client.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    submitter.assign(Action("Noop", 1))
+    submitter.assign(Action("Noop", 2))
+    contents = [submitter.decode(fields[b"a"]).content for _, fields in client.xrange(stream)]
+    assert contents == [0, 1, 2]
+
+
 # Worker processes
 
 
 @pytest.fixture
-def worker_env(redis_server: str, stream: str, tmp_path: Path) -> dict[str, str]:
-    """Environment of worker processes: the server's URL, the test's key, no other ECHO_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
-    env.update(ECHO_REDIS_URL=redis_server, TEST_KEY=stream)
-    return env
-
-
-@pytest.fixture
-def workers(worker_env: dict[str, str], stream: str,
-            tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``echo-actors worker`` processes on the test's stream; all are killed after."""
-    plan_file = tmp_path / "worker_plan.py"
-    plan_file.write_text(WORKER_PLAN)
-    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+def workers(worker_processes: Callable[..., subprocess.Popen[bytes]]
+            ) -> Callable[..., subprocess.Popen[bytes]]:
+    """Start ``echo-actors worker`` processes of WORKER_PLAN on the test's stream."""
 
     def start(name: str, *options: str, env: dict[str, str] | None = None
               ) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "echo_actors", "worker", f"{plan_file}:plan",
-             "--stream", stream, "--consumer", name, *options],
-            env={**worker_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-        )
-        started.append((process, log))
-        return process
+        return worker_processes(WORKER_PLAN, name, *options, env=env)
 
-    yield start
-    for process, log in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        log.close()
+    return start
 
 
 def consumers(client: redis.Redis, stream: str) -> set[str]:

@@ -19,33 +19,22 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
 import redis
-from redis_server import RedisServer, redis_cluster, redis_server
-from test_redis import (
-    LIMIT,
-    client,
-    consumers,
-    exit_code,
-    group_pending,
-    productions,
-    stream,
-    wait_until,
-    worker_env,
-)
+from redis_server import RedisServer, redis_cluster
+from test_redis import LIMIT, consumers, exit_code, group_pending, wait_until
 
 from echo_actors import Action, Fate, Plan, Sequence, Signature
 from echo_actors.errors import CrashError, EncodeError, ExecutionError
 from echo_actors.production.redis import RedisFuture, RedisProduction
 from echo_actors.site import Site
 
-__all__ = ["client", "productions", "redis_cluster", "redis_server", "stream",  # fixtures
-           "worker_env"]
+__all__ = ["redis_cluster"]  # a fixture, used by name
 
 FLEET_PLAN = textwrap.dedent('''
     import os
@@ -96,33 +85,15 @@ FLEET_PLAN = textwrap.dedent('''
 
 
 @pytest.fixture
-def fleet(worker_env: dict[str, str], stream: str,
-          tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``echo-actors worker`` processes on the fleet plan; all are killed after."""
-    plan_file = tmp_path / "fleet_plan.py"
-    plan_file.write_text(FLEET_PLAN)
-    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+def fleet(worker_processes: Callable[..., subprocess.Popen[bytes]]
+          ) -> Callable[..., subprocess.Popen[bytes]]:
+    """Start ``echo-actors worker`` processes of FLEET_PLAN (plus ``plan``, more of it)."""
 
     def start(name: str, *options: str, env: dict[str, str] | None = None,
               plan: str | None = None) -> subprocess.Popen[bytes]:
-        if plan is not None:
-            plan_file.with_name(f"{name}_plan.py").write_text(FLEET_PLAN + plan)
-        path = plan_file if plan is None else plan_file.with_name(f"{name}_plan.py")
-        log = (tmp_path / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "echo_actors", "worker", f"{path}:plan",
-             "--stream", stream, "--consumer", name, *options],
-            env={**worker_env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-        )
-        started.append((process, log))
-        return process
+        return worker_processes(FLEET_PLAN + (plan or ""), name, *options, env=env)
 
-    yield start
-    for process, log in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        log.close()
+    return start
 
 
 def log_of(tmp_path: Path, name: str) -> str:

@@ -26,6 +26,7 @@ import pykka
 
 from echo_actors._logging import get_logger
 from echo_actors.runtime._awaitable import Awaitable
+from echo_actors.runtime._chain import Chained
 from echo_actors.runtime._outcome import outcome
 from echo_actors.runtime._streams import Streams
 from echo_actors.times import Times
@@ -49,14 +50,15 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-class GeventFuture(Awaitable, pykka.Future[T]):
+class GeventFuture(Chained, Awaitable, pykka.Future[T]):
     """A pykka future whose ``get()`` waits on a gevent Event, so it yields to the hub.
 
     Same contract as ``pykka.ThreadingFuture``: ``get(timeout=...)`` raises
     ``pykka.Timeout``, a set exception is re-raised with its traceback, and a
     second ``set()``/``set_exception()`` (or one after a get hook) raises
     ``queue.Full``. Awaiting it from asyncio (in another thread than its hub's)
-    does not block that event loop (see :class:`Awaitable`).
+    does not block that event loop (see :class:`Awaitable`); :meth:`chain` gives the
+    future of a chain's last result.
     """
 
     times: Times | None = None

@@ -34,6 +34,7 @@ import pykka
 
 from echo_actors._logging import get_logger
 from echo_actors.action import ActionSource, set_action_source
+from echo_actors.runtime._chain import Chained
 from echo_actors.runtime._outcome import outcome
 from echo_actors.times import Times
 
@@ -286,16 +287,17 @@ class SimulationKernel:
         return random.Random(f"{self.seed}:{name}:{count}")
 
 
-class SimulationFuture(pykka.Future[T]):
+class SimulationFuture(Chained, pykka.Future[T]):
     """A pykka future on the kernel: ``get()`` parks the greenlet or drives the kernel.
 
     Same contract as ``pykka.ThreadingFuture`` (``pykka.Timeout``, re-raised
     exceptions, ``queue.Full`` on a second set), with timeouts in virtual
     seconds. A ``get()`` from ordinary code that can never complete raises
-    ``pykka.Timeout``.
+    ``pykka.Timeout``. :meth:`chain` gives the future of a chain's last result.
     """
 
     _kernel: ClassVar[SimulationKernel]
+    _callbacks: list[Callable[[Any], object]] | None = None
 
     times: Times | None = None
     """When its action was accepted, started and finished (set before its result)."""
@@ -329,10 +331,29 @@ class SimulationFuture(pykka.Future[T]):
         value: T = outcome(self._value, self._exc_info)
         return value
 
+    def done(self) -> bool:
+        """Whether the value (or exception) is set."""
+        return self._has_result
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(future)`` once the future is set (at once if it is), in the setter's
+        greenlet: one OS thread runs the whole kernel, so no lock is needed."""
+        if self._has_result:
+            fn(self)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
+        else:
+            self._callbacks.append(fn)
+
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             self._kernel.fire(waiter)
+        callbacks = self._callbacks
+        if callbacks and self._has_result:
+            self._callbacks = None
+            for fn in callbacks:
+                fn(self)
 
     def set(self, value: Any | None = None) -> None:
         """Set the value and wake the waiters; ``queue.Full`` if already set."""

@@ -22,6 +22,7 @@ import pykka
 
 from echo_actors._logging import get_logger
 from echo_actors.runtime._awaitable import Awaitable
+from echo_actors.runtime._chain import Chained
 from echo_actors.runtime._outcome import outcome
 from echo_actors.runtime._streams import Streams
 from echo_actors.times import Times
@@ -109,14 +110,15 @@ class ThreadScheduler:
                     _log.exception("timer_failed", callback=repr(timer.fn))
 
 
-class ThreadFuture(Awaitable, pykka.Future[T]):
+class ThreadFuture(Chained, Awaitable, pykka.Future[T]):
     """A pykka Future for threads, lighter than ``pykka.ThreadingFuture``.
 
     Waiting is one lock acquisition (the lock is held until the value is set),
     so creating, setting and reading a future cost a fraction of a Condition's.
     It honours pykka's contract: ``get(timeout=...)`` raises ``pykka.Timeout``,
     a set exception is re-raised, a second ``set`` raises ``queue.Full``.
-    Awaiting it from asyncio does not block the event loop (see :class:`Awaitable`).
+    Awaiting it from asyncio does not block the event loop (see :class:`Awaitable`);
+    :meth:`chain` gives the future of a chain's last result.
     """
 
     times: Times | None = None
