@@ -87,7 +87,12 @@ class _Timer:
 
 
 class _Waiter:
-    """One parked greenlet; ``fire`` wakes it once (later fires are ignored)."""
+    """One parked greenlet; ``fire`` wakes it once (later fires are ignored).
+
+    A sleeping greenlet's waiter sits in the timer heap itself: at its time the
+    kernel switches to the greenlet directly (one step, no timer object), unless
+    something fired it first (then it is skipped there, as a cancelled timer).
+    """
 
     __slots__ = ("done", "glet", "timer")
 
@@ -95,6 +100,11 @@ class _Waiter:
         self.glet = glet
         self.done = False
         self.timer: _Timer | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """As :attr:`_Timer.cancelled`, for a waiter in the heap: fired already."""
+        return self.done
 
 
 class SimulationKernel:
@@ -116,7 +126,7 @@ class SimulationKernel:
         self.shuffle = shuffle
         self._pick = random.Random(f"{seed}:schedule") if shuffle else None
         self._ready: deque[tuple[_SimGreenlet, Any]] = deque()
-        self._heap: list[tuple[float, int, _Timer]] = []
+        self._heap: list[tuple[float, int, _Timer | _Waiter]] = []
         self._seq = itertools.count()
         self._hub: Any = None
         self._streams: dict[str, int] = {}
@@ -177,12 +187,6 @@ class SimulationKernel:
         heapq.heappush(self._heap, (max(when, self.now), next(self._seq), timer))
         return timer
 
-    def _next_timer(self) -> float | None:
-        heap = self._heap
-        while heap and heap[0][2].cancelled:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
     # Waiting
 
     def wait(
@@ -207,17 +211,20 @@ class SimulationKernel:
         """Let ``seconds`` of virtual time pass (0: let the ready greenlets run first)."""
         glet = self.current()
         if glet is None:
-            self.run_until(lambda: False, self.now + max(0.0, seconds))
+            self.run_until(None, self.now + max(0.0, seconds))
             return
         waiter = _Waiter(glet)
         if seconds <= 0:
             self.fire(waiter, True)
             self.park(waiter)
-        else:
+        elif self._pick is None:  # wakes straight from the heap (see _Waiter)
+            heapq.heappush(self._heap, (self.now + seconds, next(self._seq), waiter))
+            self.park(waiter)
+        else:  # shuffled: through the ready queue, where the schedule draws
             self.park(waiter, seconds)
 
-    def run_until(self, done: Callable[[], bool], deadline: float | None = None) -> bool:
-        """Run greenlets and timers until ``done()``; returns ``done()``.
+    def run_until(self, done: Callable[[], bool] | None, deadline: float | None = None) -> bool:
+        """Run greenlets and timers until ``done()`` (``None``: never); returns ``done()``.
 
         Stops at ``deadline`` (the clock is then moved to it) or when nothing
         is ready and no timer is pending.
@@ -226,36 +233,49 @@ class SimulationKernel:
         hub = self._hub
         ready = self._ready
         heap = self._heap
+        heappop = heapq.heappop
         pop = ready.popleft if self._pick is None else self._pop_random
         try:
-            while not done():
+            while done is None or not done():
                 if ready:
                     glet, value = pop()
-                    if glet.dead:
+                elif heap:
+                    when, _, timer = heap[0]
+                    if timer.cancelled:
+                        heappop(heap)
                         continue
-                    if glet.parent is not hub:
-                        glet.parent = hub
-                    self.steps += 1
-                    try:
-                        glet.switch(value)
-                    except Exception:  # noqa: BLE001 - logged; the others must still run
-                        _log.exception("greenlet_failed", greenlet=repr(glet))
+                    if deadline is not None and when > deadline:
+                        break
+                    heappop(heap)
+                    if when > self.now:
+                        self.now = when
+                    if type(timer) is not _Waiter:
+                        if timer.owner is not None:
+                            timer.owner.timers.discard(timer)
+                        self.steps += 1
+                        try:
+                            timer.fn(*timer.args)
+                        except Exception:  # noqa: BLE001 - a bad callback must not stop the clock
+                            _log.exception("timer_failed", callback=repr(timer.fn))
+                        continue
+                    timer.done = True  # a sleep ends, nothing else is ready: run it now
+                    glet, value = timer.glet, True
+                else:
+                    break
+                if glet.dead:
                     continue
-                when = self._next_timer()
-                if when is None or (deadline is not None and when > deadline):
-                    if deadline is not None:
-                        self.now = max(self.now, deadline)
-                    return done()
-                _, _, timer = heapq.heappop(heap)
-                self.now = max(self.now, when)
-                if timer.owner is not None:
-                    timer.owner.timers.discard(timer)
+                if glet.parent is not hub:
+                    glet.parent = hub
                 self.steps += 1
                 try:
-                    timer.fn(*timer.args)
-                except Exception:  # noqa: BLE001 - a bad callback must not stop the clock
-                    _log.exception("timer_failed", callback=repr(timer.fn))
-            return True
+                    glet.switch(value)
+                except Exception:  # noqa: BLE001 - logged; the others must still run
+                    _log.exception("greenlet_failed", greenlet=repr(glet))
+            else:
+                return True
+            if deadline is not None and deadline > self.now:
+                self.now = deadline
+            return done is not None and done()
         finally:
             self._hub = previous
 
@@ -402,8 +422,15 @@ class _Inbox:
 
     def get(self) -> Envelope[Any]:
         items = self._items
+        if items:
+            return items.popleft()
+        kernel = self._kernel
+        glet = kernel.current()
         while not items:
-            if not self._kernel.wait(lambda: bool(items), self._register, None):
+            if glet is not None:  # the actor's own greenlet: park until a put fires us
+                self._waiter = waiter = _Waiter(glet)
+                kernel.park(waiter)
+            elif not kernel.wait(lambda: bool(items), self._register, None):
                 raise pykka.Timeout("deadlock: nothing will ever reach this inbox")
         return items.popleft()
 
@@ -753,7 +780,7 @@ class SimulationRuntime:
     def run(self, seconds: float | None = None) -> None:
         """Run the simulation for ``seconds`` of virtual time, or until nothing can happen."""
         if seconds is None:
-            self.kernel.run_until(lambda: False)
+            self.kernel.run_until(None)
         else:
             self.kernel.sleep(seconds)
 
