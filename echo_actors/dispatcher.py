@@ -104,9 +104,12 @@ class _Slot:
         A Site running nothing is about to start its first ticket: that one is
         not waiting, and taking it would only make the two Sites trade it.
         """
-        n = sum(1 for t in self.backlog if not t.holds_key)
+        backlog, inflight = self.backlog, self.inflight
+        if not backlog and len(inflight) <= 1:
+            return 0  # one ticket: it runs, or is about to
+        n = sum(1 for t in backlog if not t.holds_key)
         sent = running = 0
-        for ticket in self.inflight:
+        for ticket in inflight:
             state = ticket.state
             if state == SENT and not ticket.holds_key:
                 sent += 1
@@ -196,8 +199,10 @@ class Desk:
             self.signalled = True
             ref = self.ref
             if ref is not None:
-                with contextlib.suppress(pykka.ActorDeadError):  # its successor looks itself
+                try:  # noqa: SIM105 - suppress() costs an object on this per-action path
                     ref.tell(_WAKE)
+                except pykka.ActorDeadError:  # its successor looks itself
+                    pass
 
 
 class Dispatcher(pykka.Actor):
@@ -257,9 +262,13 @@ class Dispatcher(pykka.Actor):
             handlers[type(event)](event)
         self._pump()
         slots = self._slots
-        self._desk.quiet = len(slots) <= _SCAN and not self._desk.waiting_keys and all(
-            not slot.backlog and len(slot.inflight) <= 1 for slot in slots
-        )
+        quiet = len(slots) <= _SCAN and not self._desk.waiting_keys
+        if quiet:  # a loop, not all() over a generator: this runs per action
+            for slot in slots:
+                if slot.backlog or len(slot.inflight) > 1:
+                    quiet = False
+                    break
+        self._desk.quiet = quiet
 
     # Feeding
 
@@ -272,8 +281,10 @@ class Dispatcher(pykka.Actor):
             return
         alive.sort(key=_Slot.depth)
         share = self._share(len(alive))
+        window = self._window
         for slot in alive:
-            self._feed(slot, share, steal=False)
+            if len(slot.inflight) < window:  # else _feed has no room to fill
+                self._feed(slot, share, steal=False)
         if self._steal:
             for slot in alive:
                 if not slot.inflight:
@@ -434,9 +445,10 @@ class Dispatcher(pykka.Actor):
                     ticket.batch = message
                     ticket.state = SENT
         slot.inflight.extend(batch)
-        # A dead Site's exit is on its way to the desk: _site_exited takes these back.
-        with contextlib.suppress(pykka.ActorDeadError):
+        try:  # noqa: SIM105 - suppress() costs an object on this per-action path
             slot.ref.tell(message)
+        except pykka.ActorDeadError:  # its exit is on its way to the desk: that takes these back
+            pass
 
     # Events
 
