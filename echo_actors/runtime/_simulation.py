@@ -209,19 +209,26 @@ class SimulationKernel:
 
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` of virtual time pass (0: let the ready greenlets run first)."""
-        glet = self.current()
-        if glet is None:
+        glet = greenlet.getcurrent()
+        if not isinstance(glet, _SimGreenlet) or glet.kernel is not self:  # current(), inline
             self.run_until(None, self.now + max(0.0, seconds))
             return
         waiter = _Waiter(glet)
         if seconds <= 0:
             self.fire(waiter, True)
             self.park(waiter)
-        elif self._pick is None:  # wakes straight from the heap (see _Waiter)
-            heapq.heappush(self._heap, (self.now + seconds, next(self._seq), waiter))
-            self.park(waiter)
-        else:  # shuffled: through the ready queue, where the schedule draws
+        elif self._pick is not None:  # shuffled: through the ready queue, where it draws
             self.park(waiter, seconds)
+        else:  # wakes straight from the heap (see _Waiter); park(), inline
+            heapq.heappush(self._heap, (self.now + seconds, next(self._seq), waiter))
+            glet.waiter = waiter
+            try:
+                self._hub.switch()
+            finally:
+                glet.waiter = None
+            if glet.pending is not None:
+                exc, glet.pending = glet.pending, None
+                raise exc
 
     def run_until(self, done: Callable[[], bool] | None, deadline: float | None = None) -> bool:
         """Run greenlets and timers until ``done()`` (``None``: never); returns ``done()``.
@@ -241,15 +248,19 @@ class SimulationKernel:
                     glet, value = pop()
                 elif heap:
                     when, _, timer = heap[0]
-                    if timer.cancelled:
+                    if isinstance(timer, _Waiter):
+                        if timer.done:  # woken early (interrupted): the sleep is over
+                            heappop(heap)
+                            continue
+                    elif timer.cancelled:
                         heappop(heap)
                         continue
                     if deadline is not None and when > deadline:
                         break
                     heappop(heap)
-                    if when > self.now:
+                    if when > self.now:  # noqa: PLR1730 - max() is a call, per event
                         self.now = when
-                    if type(timer) is not _Waiter:
+                    if isinstance(timer, _Timer):
                         if timer.owner is not None:
                             timer.owner.timers.discard(timer)
                         self.steps += 1
@@ -345,11 +356,12 @@ class SimulationFuture(pykka.Future[T]):
 
     def set(self, value: Any | None = None) -> None:
         """Set the value and wake the waiters; ``queue.Full`` if already set."""
-        if self._ready():
+        if self._has_result or self._get_hook is not None:  # _ready(), inline
             raise queue.Full
         self._has_result = True
         self._value = value
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
         """Set an exception (default: the one being handled) to raise from ``get()``."""
@@ -415,7 +427,9 @@ class _Inbox:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            self._kernel.fire(waiter)
+            if not waiter.done:  # fire(), inline: an inbox's waiter has no timeout
+                waiter.done = True
+                self._kernel._ready.append((waiter.glet, True))
 
     def _register(self, waiter: _Waiter) -> None:
         self._waiter = waiter
@@ -425,7 +439,9 @@ class _Inbox:
         if items:
             return items.popleft()
         kernel = self._kernel
-        glet = kernel.current()
+        glet = greenlet.getcurrent()
+        if not isinstance(glet, _SimGreenlet) or glet.kernel is not kernel:  # current(), inline
+            glet = None
         while not items:
             if glet is not None:  # the actor's own greenlet: park until a put fires us
                 self._waiter = waiter = _Waiter(glet)
