@@ -19,6 +19,12 @@ The figure that matters is customers per wall second, both in the same run,
 and their ratio. Kernel steps are the simulation's greenlet switches plus
 timers run, per customer. Best of ``--runs``.
 
+A third row, *kernel only*, runs the same model on the simulation runtime's
+kernel without actors (``c`` server greenlets taking customers from a deque,
+parked on an event when it is empty): what the scheduler and the virtual
+clock cost alone, so that the rest of echo_actors' figure is the actor path
+(submit, the Site's message, the dispatcher's look, settling).
+
 **The bank.** examples/bank.py at 10,000 accounts on the simulation runtime,
 beside the same model on the thread runtime (durations / 1000, and without
 waits): events per wall second.
@@ -38,6 +44,7 @@ import os
 import random
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -63,6 +70,7 @@ class Run(NamedTuple):
     """One engine's run of the workload."""
 
     wall: float
+    cpu: float
     mean_wait: float
     mean_system: float
     digest: str
@@ -101,7 +109,7 @@ def run_simpy(work: Workload) -> Run:
 
     waits: list[float] = []
     systems: list[float] = []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     env = simpy.Environment()
     counter = simpy.Resource(env, capacity=work.servers)
 
@@ -120,8 +128,46 @@ def run_simpy(work: Workload) -> Run:
 
     env.process(arrivals())
     env.run()
-    wall = time.perf_counter() - started
-    return Run(wall, *_summary(waits, systems))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Run(wall, cpu, *_summary(waits, systems))
+
+
+def run_kernel(work: Workload) -> Run:
+    """The workload on the simulation kernel alone: server greenlets, no actors."""
+    from echo_actors.runtime import SimulationRuntime  # noqa: PLC0415
+
+    waits: list[float] = []
+    systems: list[float] = []
+    started, cpu = time.perf_counter(), time.process_time()
+    runtime = SimulationRuntime(seed=0)
+    now, sleep = runtime.monotonic, runtime.sleep
+    line: deque[tuple[float, float]] = deque()
+    idle: list[Any] = []
+
+    def server() -> None:
+        while True:
+            while not line:
+                event = runtime.event()
+                idle.append(event)
+                event.wait()
+            arrived, service = line.popleft()
+            waits.append(now() - arrived)
+            sleep(service)
+            systems.append(now() - arrived)
+
+    def arrivals() -> None:
+        for gap, service in zip(work.gaps, work.services, strict=True):
+            sleep(gap)
+            line.append((now(), service))
+            if idle:
+                idle.pop().set()
+
+    for _ in range(work.servers):
+        runtime.spawn(server)
+    runtime.spawn(arrivals)
+    runtime.run()
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Run(wall, cpu, *_summary(waits, systems), steps=runtime.kernel.steps)
 
 
 def run_echo(work: Workload, window: int) -> Run:
@@ -131,7 +177,7 @@ def run_echo(work: Workload, window: int) -> Run:
 
     waits: list[float] = []
     systems: list[float] = []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     runtime = SimulationRuntime(seed=0)
     now, sleep = runtime.monotonic, runtime.sleep
 
@@ -154,8 +200,8 @@ def run_echo(work: Workload, window: int) -> Run:
         runtime.spawn(arrivals)
         runtime.run()
         sequence.join()
-    wall = time.perf_counter() - started
-    return Run(wall, *_summary(waits, systems), steps=runtime.kernel.steps)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Run(wall, cpu, *_summary(waits, systems), steps=runtime.kernel.steps)
 
 
 def best(fn: Any, runs: int, *args: Any) -> Run:
@@ -176,7 +222,8 @@ def mmc(args: argparse.Namespace) -> None:
           f"best of {args.runs}, mailbox_window {args.window}; load average "
           f"{os.getloadavg()[0]:.2f}")
     header = (f"{'c':>3} {'engine':12} {'wall s':>7} {'customers/s':>12} {'ratio':>6} "
-              f"{'mean wait':>10} {'mean in sys':>12} {'steps/cust':>11} {'waits digest':>13}")
+              f"{'cpu ratio':>9} {'mean wait':>10} {'mean in sys':>12} {'steps/cust':>11} "
+              f"{'waits digest':>13}")
     print(header)
     print("-" * len(header))
     for servers in args.servers:
@@ -184,18 +231,22 @@ def mmc(args: argparse.Namespace) -> None:
         wait, system = analytic(servers, args.load)
         simpy_run = best(run_simpy, args.runs, work)
         echo_run = best(run_echo, args.runs, work, args.window)
+        kernel_run = best(run_kernel, args.runs, work)
         n = args.customers
-        print(f"{servers:3d} {'analytic':12} {'':>7} {'':>12} {'':>6} {wait:10.4f} "
+        print(f"{servers:3d} {'analytic':12} {'':>7} {'':>12} {'':>6} {'':>9} {wait:10.4f} "
               f"{system:12.4f}")
-        for label, run in (("SimPy", simpy_run), ("echo_actors", echo_run)):
-            ratio = simpy_run.wall / run.wall
+        for label, run in (("SimPy", simpy_run), ("echo_actors", echo_run),
+                           ("kernel only", kernel_run)):
+            ratio, cpu_ratio = simpy_run.wall / run.wall, simpy_run.cpu / run.cpu
             steps = f"{run.steps / n:11.2f}" if run.steps else f"{'':>11}"
             print(f"{servers:3d} {label:12} {run.wall:7.3f} {n / run.wall:12.0f} "
-                  f"{ratio:5.2f}x {run.mean_wait:10.4f} {run.mean_system:12.4f} {steps} "
-                  f"{run.digest:>13}")
-        same = "the same" if simpy_run.digest == echo_run.digest else "different"
-        print(f"{'':3} every customer's wait: {same} in both engines")
-    print("ratio: SimPy's wall time / this engine's (above 1: faster than SimPy)")
+                  f"{ratio:5.2f}x {cpu_ratio:8.2f}x {run.mean_wait:10.4f} "
+                  f"{run.mean_system:12.4f} {steps} {run.digest:>13}")
+        same = len({simpy_run.digest, echo_run.digest, kernel_run.digest}) == 1
+        print(f"{'':3} every customer's wait: {'the same' if same else 'NOT the same'} in the "
+              "three runs")
+    print("ratio: SimPy's wall time / this engine's (above 1: faster than SimPy); cpu ratio: "
+          "the same with process CPU time, steadier on a loaded machine")
 
 
 # The bank
