@@ -277,11 +277,14 @@ class Dispatcher(pykka.Actor):
         if self._desk.halted or not self._production.pending():
             return
         alive = [slot for slot in self._slots if slot.alive]
-        if not alive:
+        window = self._window
+        for slot in alive:
+            if len(slot.inflight) < window:
+                break
+        else:  # no Site alive, or every window full: nothing to feed, no one idles to steal
             return
         alive.sort(key=_Slot.depth)
         share = self._share(len(alive))
-        window = self._window
         for slot in alive:
             if len(slot.inflight) < window:  # else _feed has no room to fill
                 self._feed(slot, share, steal=False)
