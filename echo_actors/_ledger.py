@@ -84,11 +84,15 @@ class Ledger:
         if not n:
             return
         with self._lock:
-            counts = self.counts
-            counts["completed"] += completed
-            counts["dead_lettered"] += dead
-            counts["cancelled"] += cancelled
-            counts["deferred"] += deferred
+            counts = self.counts  # a Counter: a key never counted reads 0
+            if completed:
+                counts["completed"] += completed
+            if dead:
+                counts["dead_lettered"] += dead
+            if cancelled:
+                counts["cancelled"] += cancelled
+            if deferred:
+                counts["deferred"] += deferred
             self.outstanding -= n
             if self.outstanding <= 0:
                 self.idle.set()

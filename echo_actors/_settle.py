@@ -11,6 +11,7 @@ ending counted, its retry scheduled or its ``next`` submitted exactly once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -302,8 +303,10 @@ class Settler:
                     self.put(again)
                 return
             delay = policy.backoff(action.attempt, self._random.random())
-            _log.debug("action_retry", action_id=action.id, action_name=action.name, site=site,
-                       attempt=action.attempt, error=str(exc), backoff=round(delay, 4))
+            if _log.isEnabledFor(logging.DEBUG):  # its fields cost more than the check
+                _log.debug("action_retry", action_id=action.id, action_name=action.name,
+                           site=site, attempt=action.attempt, error=str(exc),
+                           backoff=round(delay, 4))
             self.ledger.count("retried")
             self._wait(delay, again, local=again.holds_key)
             return
@@ -324,8 +327,9 @@ class Settler:
         _fail_future(ticket, exc, self.clock())
         if ticket.holds_key and action.key is not None:
             self._post(KeyFree(action.key))
-        _log.debug("action_dead_lettered", action_id=action.id, action_name=action.name,
-                   site=site, attempt=action.attempt, error_kind=exc.kind, error=str(exc))
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("action_dead_lettered", action_id=action.id, action_name=action.name,
+                       site=site, attempt=action.attempt, error_kind=exc.kind, error=str(exc))
         self.production.bury(ticket, letter)
 
 

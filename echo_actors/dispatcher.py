@@ -111,9 +111,12 @@ class _Slot:
         A Site running nothing is about to start its first ticket: that one is
         not waiting, and taking it would only make the two Sites trade it.
         """
-        n = sum(1 for t in self.backlog if not t.holds_key)
+        backlog, inflight = self.backlog, self.inflight
+        if not backlog and len(inflight) <= 1:
+            return 0  # one ticket: it runs, or is about to
+        n = sum(1 for t in backlog if not t.holds_key)
         sent = running = 0
-        for ticket in self.inflight:
+        for ticket in inflight:
             state = ticket.state
             if state == SENT and not ticket.holds_key:
                 sent += 1
@@ -149,8 +152,6 @@ class Desk:
         self.busy_keys: set[str] = set()
         self.grants: deque[Grant] = deque()  # idle Sites a submitter may send to directly
         self.quiet = False  # at the dispatcher's last look: nothing queued for any Site
-        self.armed = False  # the dispatcher's last take found the production empty, so
-        # arming its wake-up: a later put wakes the dispatcher by itself
 
     def send_direct(self, ticket: Ticket) -> bool:
         """Send a new unkeyed ticket straight to an idle Site, if the dispatcher granted one.
@@ -199,11 +200,10 @@ class Desk:
     def note(self, event: Any) -> None:
         """:meth:`post`, without a wake-up while nothing waits for a Site anywhere: for
         bookkeeping that can wait for the dispatcher's next look (a directly sent
-        ticket's Done), so that a lone action costs one message, not two. Only while the
-        production's own wake-up is armed: else a put would not wake the dispatcher,
-        and the Site that idles now would wait beside queued work."""
+        ticket's Done), so that a lone action costs one message, not two. (A production
+        the dispatcher emptied wakes it on the next put by itself.)"""
         self.events.append(event)
-        if not (self.quiet and self.armed) or self.production.pending():
+        if not self.quiet or self.production.pending():
             self.wake()
 
     def wake(self) -> None:
@@ -212,8 +212,10 @@ class Desk:
             self.signalled = True
             ref = self.ref
             if ref is not None:
-                with contextlib.suppress(pykka.ActorDeadError):  # its successor looks itself
+                try:  # noqa: SIM105 - suppress() costs an object on this per-action path
                     ref.tell(_WAKE)
+                except pykka.ActorDeadError:  # its successor looks itself
+                    pass
 
 
 class Dispatcher(pykka.Actor):
@@ -279,9 +281,13 @@ class Dispatcher(pykka.Actor):
             handlers[type(event)](event)
         self._pump()
         slots = self._slots
-        self._desk.quiet = len(slots) <= _SCAN and not self._desk.waiting_keys and all(
-            not slot.backlog and len(slot.inflight) <= 1 for slot in slots
-        )
+        quiet = len(slots) <= _SCAN and not self._desk.waiting_keys
+        if quiet:  # a loop, not all() over a generator: this runs per action
+            for slot in slots:
+                if slot.backlog or len(slot.inflight) > 1:
+                    quiet = False
+                    break
+        self._desk.quiet = quiet
 
     # Feeding
 
@@ -290,12 +296,17 @@ class Dispatcher(pykka.Actor):
         if self._desk.halted or not self._production.pending():
             return
         alive = [slot for slot in self._slots if slot.alive]
-        if not alive:
+        window = self._window
+        for slot in alive:
+            if len(slot.inflight) < window:
+                break
+        else:  # no Site alive, or every window full: nothing to feed, no one idles to steal
             return
         alive.sort(key=_Slot.depth)
         share = self._share(len(alive))
         for slot in alive:
-            self._feed(slot, share, steal=False)
+            if len(slot.inflight) < window:  # else _feed has no room to fill
+                self._feed(slot, share, steal=False)
         if self._steal:
             for slot in alive:
                 if not slot.inflight:
@@ -327,11 +338,7 @@ class Dispatcher(pykka.Actor):
                 if ticket.state == QUEUED:
                     batch.append(ticket)
             while len(batch) < free:
-                want = free - len(batch)
-                taken, i = self._production.take(want), 0
-                # Fewer than asked: it was found empty and armed its wake-up. Exactly as
-                # many: it may be empty now but unarmed, and a Site that idles must say so.
-                self._desk.armed = len(taken) < want
+                taken, i = self._production.take(free - len(batch)), 0
                 if not taken:
                     break
                 while i < len(taken):
@@ -462,9 +469,10 @@ class Dispatcher(pykka.Actor):
                     ticket.batch = message
                     ticket.state = SENT
         slot.inflight.extend(batch)
-        # A dead Site's exit is on its way to the desk: _site_exited takes these back.
-        with contextlib.suppress(pykka.ActorDeadError):
+        try:  # noqa: SIM105 - suppress() costs an object on this per-action path
             slot.ref.tell(message)
+        except pykka.ActorDeadError:  # its exit is on its way to the desk: that takes these back
+            pass
 
     # Events
 

@@ -37,6 +37,7 @@ from echo_actors import (
     sign,
 )
 from echo_actors._messages import Done
+from echo_actors._ticket import Ticket
 from echo_actors.runtime._simulation import SimulationRuntime
 from echo_actors.supervision import SupervisorStartError
 
@@ -349,9 +350,11 @@ def test_ordered_keys_keep_order_on_every_runtime_under_simulation() -> None:
 # 7. Stealing is work-conserving: no Site idles while another's queue holds stealable work.
 
 
-def test_no_site_idles_while_stealable_work_waits() -> None:
+@pytest.mark.parametrize("window", [1, 4])
+def test_no_site_idles_while_stealable_work_waits(window: int) -> None:
     """Random arrivals and keyed work on the simulation clock, shuffled interleavings:
-    the virtual time during which a Site idles while an action waits is zero."""
+    the virtual time during which a Site idles while an action waits is zero (with a
+    window of 1, the production is emptied by a take that asked for exactly what it held)."""
     for seed in range(int(os.environ.get("ECHO_DST_SEEDS", "40"))):
         rt = SimulationRuntime(seed=seed, shuffle=True)
         rng = rt.random("workload")
@@ -371,7 +374,7 @@ def test_no_site_idles_while_stealable_work_waits() -> None:
             rt.sleep(item[1])
 
         sequence = Sequence(_plan(Work=work), sites=sites, runtime=rt, steps=[record],
-                            fate=Fate(runtime="simulation", mailbox_window=4))
+                            fate=Fate(runtime="simulation", mailbox_window=window))
         with sequence:
             futures = []
             for n in range(120):
@@ -382,6 +385,22 @@ def test_no_site_idles_while_stealable_work_waits() -> None:
             for future in futures:
                 future.get()
         assert _idle_while_waiting(submitted, spans, sites) == 0.0, f"seed {seed}"
+
+
+def test_a_take_that_empties_the_production_arms_its_wake_up() -> None:
+    """A take of exactly what was queued leaves the production armed: the next put wakes
+    the consumer (else that action would wait for some other event while Sites idle)."""
+    production = Production()
+    woken: list[int] = []
+    production.bind(lambda: woken.append(1))
+    production.put(Ticket(Action("Work", [0, 1.0])))
+    assert woken == [1]  # a newly bound consumer is woken by the first put
+    assert len(production.take(1)) == 1
+    production.put(Ticket(Action("Work", [1, 1.0])))
+    assert woken == [1, 1]
+    assert len(production.take(5)) == 1  # found it empty on the way: armed as before
+    production.put(Ticket(Action("Work", [2, 1.0])))
+    assert woken == [1, 1, 1]
 
 
 def _idle_while_waiting(

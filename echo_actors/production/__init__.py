@@ -133,6 +133,11 @@ class Production:
                     self._waiting = False
                 except IndexError:
                     break
+        if not queue:
+            # Emptied by taking exactly ``limit``: the consumer may sleep now, so the next
+            # put must wake it (else that ticket waits for some other event while a Site
+            # idles). A put racing this costs at most one spare wake-up.
+            self._waiting = True
         return out
 
     def ack(self, tickets: list[Ticket]) -> None:

@@ -90,7 +90,12 @@ class _Timer:
 
 
 class _Waiter:
-    """One parked greenlet; ``fire`` wakes it once (later fires are ignored)."""
+    """One parked greenlet; ``fire`` wakes it once (later fires are ignored).
+
+    A sleeping greenlet's waiter sits in the timer heap itself: at its time the
+    kernel switches to the greenlet directly (one step, no timer object), unless
+    something fired it first (then it is skipped there, as a cancelled timer).
+    """
 
     __slots__ = ("done", "glet", "timer")
 
@@ -98,6 +103,11 @@ class _Waiter:
         self.glet = glet
         self.done = False
         self.timer: _Timer | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """As :attr:`_Timer.cancelled`, for a waiter in the heap: fired already."""
+        return self.done
 
 
 class SimulationKernel:
@@ -119,7 +129,7 @@ class SimulationKernel:
         self.shuffle = shuffle
         self._pick = random.Random(f"{seed}:schedule") if shuffle else None
         self._ready: deque[tuple[_SimGreenlet, Any]] = deque()
-        self._heap: list[tuple[float, int, _Timer]] = []
+        self._heap: list[tuple[float, int, _Timer | _Waiter]] = []
         self._seq = itertools.count()
         self._hub: Any = None
         self._streams: dict[str, int] = {}
@@ -182,12 +192,6 @@ class SimulationKernel:
         heapq.heappush(self._heap, (max(when, self.now), next(self._seq), timer))
         return timer
 
-    def _next_timer(self) -> float | None:
-        heap = self._heap
-        while heap and heap[0][2].cancelled:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
     # Waiting
 
     def wait(
@@ -210,19 +214,29 @@ class SimulationKernel:
 
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` of virtual time pass (0: let the ready greenlets run first)."""
-        glet = self.current()
-        if glet is None:
-            self.run_until(lambda: False, self.now + max(0.0, seconds))
+        glet = greenlet.getcurrent()
+        if not isinstance(glet, _SimGreenlet) or glet.kernel is not self:  # current(), inline
+            self.run_until(None, self.now + max(0.0, seconds))
             return
         waiter = _Waiter(glet)
         if seconds <= 0:
             self.fire(waiter, True)
             self.park(waiter)
-        else:
+        elif self._pick is not None:  # shuffled: through the ready queue, where it draws
             self.park(waiter, seconds)
+        else:  # wakes straight from the heap (see _Waiter); park(), inline
+            heapq.heappush(self._heap, (self.now + seconds, next(self._seq), waiter))
+            glet.waiter = waiter
+            try:
+                self._hub.switch()
+            finally:
+                glet.waiter = None
+            if glet.pending is not None:
+                exc, glet.pending = glet.pending, None
+                raise exc
 
-    def run_until(self, done: Callable[[], bool], deadline: float | None = None) -> bool:
-        """Run greenlets and timers until ``done()``; returns ``done()``.
+    def run_until(self, done: Callable[[], bool] | None, deadline: float | None = None) -> bool:
+        """Run greenlets and timers until ``done()`` (``None``: never); returns ``done()``.
 
         Stops at ``deadline`` (the clock is then moved to it) or when nothing
         is ready and no timer is pending.
@@ -231,38 +245,55 @@ class SimulationKernel:
         hub = self._hub
         ready = self._ready
         heap = self._heap
+        heappop = heapq.heappop
         pop = ready.popleft if self._pick is None else self._pop_random
         source = self.action_source
         outer = set_action_source(source) if source is not None else None
         try:
-            while not done():
+            while done is None or not done():
                 if ready:
                     glet, value = pop()
-                    if glet.dead:
+                elif heap:
+                    when, _, timer = heap[0]
+                    if isinstance(timer, _Waiter):
+                        if timer.done:  # woken early (interrupted): the sleep is over
+                            heappop(heap)
+                            continue
+                    elif timer.cancelled:
+                        heappop(heap)
                         continue
-                    if glet.parent is not hub:
-                        glet.parent = hub
-                    self.steps += 1
-                    try:
-                        glet.switch(value)
-                    except Exception:  # noqa: BLE001 - logged; the others must still run
-                        _log.exception("greenlet_failed", greenlet=repr(glet))
+                    if deadline is not None and when > deadline:
+                        break
+                    heappop(heap)
+                    if when > self.now:  # noqa: PLR1730 - max() is a call, per event
+                        self.now = when
+                    if isinstance(timer, _Timer):
+                        if timer.owner is not None:
+                            timer.owner.timers.discard(timer)
+                        self.steps += 1
+                        try:
+                            timer.fn(*timer.args)
+                        except Exception:  # noqa: BLE001 - a bad callback must not stop the clock
+                            _log.exception("timer_failed", callback=repr(timer.fn))
+                        continue
+                    timer.done = True  # a sleep ends, nothing else is ready: run it now
+                    glet, value = timer.glet, True
+                else:
+                    break
+                if glet.dead:
                     continue
-                when = self._next_timer()
-                if when is None or (deadline is not None and when > deadline):
-                    if deadline is not None:
-                        self.now = max(self.now, deadline)
-                    return done()
-                _, _, timer = heapq.heappop(heap)
-                self.now = max(self.now, when)
-                if timer.owner is not None:
-                    timer.owner.timers.discard(timer)
+                if glet.parent is not hub:
+                    glet.parent = hub
                 self.steps += 1
                 try:
-                    timer.fn(*timer.args)
-                except Exception:  # noqa: BLE001 - a bad callback must not stop the clock
-                    _log.exception("timer_failed", callback=repr(timer.fn))
-            return True
+                    glet.switch(value)
+                except Exception:  # noqa: BLE001 - logged; the others must still run
+                    _log.exception("greenlet_failed", greenlet=repr(glet))
+            else:
+                return True
+            if deadline is not None and deadline > self.now:
+                self.now = deadline
+            return done is not None and done()
         finally:
             self._hub = previous
             if source is not None:
@@ -357,11 +388,12 @@ class SimulationFuture(Chained, pykka.Future[T]):
 
     def set(self, value: Any | None = None) -> None:
         """Set the value and wake the waiters; ``queue.Full`` if already set."""
-        if self._ready():
+        if self._has_result or self._get_hook is not None:  # _ready(), inline
             raise queue.Full
         self._has_result = True
         self._value = value
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
         """Set an exception (default: the one being handled) to raise from ``get()``."""
@@ -427,15 +459,26 @@ class _Inbox:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            self._kernel.fire(waiter)
+            if not waiter.done:  # fire(), inline: an inbox's waiter has no timeout
+                waiter.done = True
+                self._kernel._ready.append((waiter.glet, True))
 
     def _register(self, waiter: _Waiter) -> None:
         self._waiter = waiter
 
     def get(self) -> Envelope[Any]:
         items = self._items
+        if items:
+            return items.popleft()
+        kernel = self._kernel
+        glet = greenlet.getcurrent()
+        if not isinstance(glet, _SimGreenlet) or glet.kernel is not kernel:  # current(), inline
+            glet = None
         while not items:
-            if not self._kernel.wait(lambda: bool(items), self._register, None):
+            if glet is not None:  # the actor's own greenlet: park until a put fires us
+                self._waiter = waiter = _Waiter(glet)
+                kernel.park(waiter)
+            elif not kernel.wait(lambda: bool(items), self._register, None):
                 raise pykka.Timeout("deadlock: nothing will ever reach this inbox")
         return items.popleft()
 
@@ -817,7 +860,7 @@ class SimulationRuntime:
     def run(self, seconds: float | None = None) -> None:
         """Run the simulation for ``seconds`` of virtual time, or until nothing can happen."""
         if seconds is None:
-            self.kernel.run_until(lambda: False)
+            self.kernel.run_until(None)
         else:
             self.kernel.sleep(seconds)
 
