@@ -82,11 +82,6 @@ class Signature(msgspec.Struct, frozen=True):
             raise ValidationError(f"{self.name}: invalid content: {exc}") from None
 
 
-class _Entry(msgspec.Struct, frozen=True):
-    signature: Signature
-    function: Callable[..., Any]
-
-
 class Plan:
     """The registry of signatures and the functions that serve them.
 
@@ -106,7 +101,7 @@ class Plan:
     def __init__(self) -> None:
         self._signatures: dict[str, Signature] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
-        self._entries: Mapping[str, _Entry] | None = None
+        self._entries: Mapping[str, tuple[Signature, Callable[..., Any]]] | None = None
         self._async: frozenset[str] = frozenset()
         self.contextual: Mapping[str, str] = MappingProxyType({})
         """Action name -> the parameter its function takes a :class:`Context` in (filled
@@ -168,7 +163,7 @@ class Plan:
             if missing:
                 raise ValueError(f"signatures without a function: {', '.join(missing)}")
             self._entries = MappingProxyType(
-                {n: _Entry(s, self._functions[n]) for n, s in self._signatures.items()}
+                {n: (s, self._functions[n]) for n, s in self._signatures.items()}
             )
             self._async = frozenset(
                 n for n, fn in self._functions.items() if is_async_callable(fn)
@@ -209,8 +204,7 @@ class Plan:
         entries = self._entries
         if entries is None:
             raise RuntimeError("build() the Plan before using it")
-        entry = entries.get(name)
-        return None if entry is None else (entry.signature, entry.function)
+        return entries.get(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._signatures

@@ -456,7 +456,9 @@ class Sequence:
         """
         if not isinstance(action, Action):
             raise TypeError(f"expected an Action, got {type(action).__name__}")
-        run = self._started()
+        run = self._run
+        if run is None:
+            run = self._started()
         fate = self.life._state.snapshot.fate  # Life's published Fate (the property, inline)
         check_admissible(action, fate)
         runtime = self.runtime
@@ -468,10 +470,11 @@ class Sequence:
         if action.name in run.direct and _direct(action, fate) and not run.settler.cancelling:
             _to_loop(run, [ticket], fate)
             return future
-        if (action.key is None and action.delay <= 0 and run.desk.grants
-                and not run.settler.cancelling and run.desk.send_direct(ticket)):
-            return future
-        run.settler.enqueue(ticket)
+        if action.delay > 0:
+            run.settler.enqueue(ticket)
+        elif not (action.key is None and run.desk.grants and not run.settler.cancelling
+                  and run.desk.send_direct(ticket)):
+            run.settler.put(ticket)
         return future
 
     def submit_many(self, actions: Iterable[Action]) -> list[pykka.Future[Any]]:

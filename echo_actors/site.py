@@ -151,13 +151,16 @@ class Site(pykka.Actor):
         if entry is None:
             raise RoutingError(f"no function serves actions named {action.name!r}")
         signature, function = entry
+        content = action.content
+        if signature.content_type is not None:
+            content = signature.convert(content)
         if plan.contextual:
             parameter = plan.contextual.get(action.name)
             if parameter is not None:
                 context = self.site_context
                 asked = Context(action, context.runtime, life, context.streams, self.site_index)
-                return function(signature.convert(action.content), **{parameter: asked})
-        return function(signature.convert(action.content))
+                return function(content, **{parameter: asked})
+        return function(content)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Batch):

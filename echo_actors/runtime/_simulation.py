@@ -392,7 +392,7 @@ class SimulationFuture(Chained, pykka.Future[T]):
             raise queue.Full
         self._has_result = True
         self._value = value
-        if self._waiters:
+        if self._waiters or self._callbacks:
             self._wake()
 
     def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
