@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Deterministic simulation testing: many seeds, each a workload and an interleaving.
 
-``ECHO_DST_SEEDS`` sets how many seeds each scenario runs (default 40: 320
+``ECHO_DST_SEEDS`` sets how many seeds each scenario runs (default 40: 360
 runs, about 20 s; set it higher locally);
 ``ECHO_DST_SCENARIOS`` (comma-separated names) narrows the scenarios. A
 failure lists every failing seed with the command that replays it.
