@@ -32,6 +32,7 @@ from echo_actors.license import sign, verify
 from echo_actors.life import Life, LifeSnapshot
 from echo_actors.plan import Plan, RetryPolicy, Signature
 from echo_actors.production import Production
+from echo_actors.runtime import ActionFuture
 from echo_actors.sequence import Sequence, Stats
 from echo_actors.site import Site
 from echo_actors.times import Times
@@ -43,6 +44,7 @@ logging.getLogger("echo_actors").addHandler(logging.NullHandler())
 
 __all__ = [
     "Action",
+    "ActionFuture",
     "ActionTimeoutError",
     "CancellationError",
     "Context",

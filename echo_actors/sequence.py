@@ -30,7 +30,7 @@ from echo_actors.life import Life
 from echo_actors.pipeline import Step
 from echo_actors.plan import Plan
 from echo_actors.production import Production
-from echo_actors.runtime import MainExitHandle, Runtime, get_runtime, on_main_exit
+from echo_actors.runtime import ActionFuture, MainExitHandle, Runtime, get_runtime, on_main_exit
 from echo_actors.site import Site, SiteContext, crashed_running_an_action
 from echo_actors.supervision import (
     ChildSpec,
@@ -442,7 +442,7 @@ class Sequence:
             assert run is not None
         return run
 
-    def submit(self, action: Action) -> pykka.Future[Any]:
+    def submit(self, action: Action) -> ActionFuture[Any]:
         """Queue ``action``; returns a future of its result (starts the Sequence if need be).
 
         The future gives the action's own result; for a chain, ``future.chain()``
@@ -477,7 +477,7 @@ class Sequence:
             run.settler.put(ticket)
         return future
 
-    def submit_many(self, actions: Iterable[Action]) -> list[pykka.Future[Any]]:
+    def submit_many(self, actions: Iterable[Action]) -> list[ActionFuture[Any]]:
         """Queue several actions at once (one wake-up); returns their futures in order.
 
         All or none: a wrong item raises before any is queued.
@@ -576,7 +576,7 @@ class Sequence:
         run = self._run
         return [] if run is None else run.ledger.dead_letters()
 
-    def requeue(self, ids: Iterable[str] | DeadLetter | None = None) -> list[pykka.Future[Any]]:
+    def requeue(self, ids: Iterable[str] | DeadLetter | None = None) -> list[ActionFuture[Any]]:
         """Send dead letters back (all, or those with these action ids), attempts reset.
 
         Returns the futures of the requeued actions.

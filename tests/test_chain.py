@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from echo_actors import Action, CancellationError, ExecutionError, Fate, Plan, Sequence, Signature
+from echo_actors import (
+    Action,
+    ActionFuture,
+    CancellationError,
+    ExecutionError,
+    Fate,
+    Plan,
+    Sequence,
+    Signature,
+)
 from echo_actors.runtime import Runtime
 
 MakeSequence = Callable[..., Sequence]
@@ -113,3 +122,13 @@ def test_submit_many_futures_chain_too(
         [Action("Double", n, next=Action("Double", next=Action("Double"))) for n in range(5)]
     )
     assert [f.chain().get(timeout=LIMIT) for f in futures] == [8 * n for n in range(5)]
+
+
+def test_every_runtime_returns_an_action_future(every_runtime: Runtime,
+                                                make_sequence: MakeSequence) -> None:
+    """submit, submit_many and requeue give ActionFutures (typed: chain() and times)."""
+    sequence = make_sequence(_plan([]), sites=1, runtime=every_runtime, fate=FAST)
+    futures = [sequence.submit(Action("Double", 1)), *sequence.submit_many([Action("Double", 2)])]
+    assert all(isinstance(f, ActionFuture) for f in futures)
+    assert [f.get(timeout=LIMIT) for f in futures] == [2, 4]
+    assert all(f.times is not None for f in futures)

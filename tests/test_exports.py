@@ -26,6 +26,7 @@ PROMISED = [
     "ValidationError",
     "Context",
     "Times",
+    "ActionFuture",
 ]
 
 

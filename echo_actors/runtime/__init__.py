@@ -16,10 +16,12 @@ from typing import Any, Protocol, cast
 
 import pykka
 
+from echo_actors.runtime._action_future import ActionFuture
 from echo_actors.runtime._thread import MainExitHandle, ThreadRuntime, on_main_exit
 
 __all__ = [
     "RUNTIMES",
+    "ActionFuture",
     "Event",
     "MainExitHandle",
     "Runtime",
@@ -64,7 +66,7 @@ class Runtime(Protocol):
     name: str
     actor_base: type[pykka.Actor]
 
-    def future(self) -> pykka.Future[Any]: ...
+    def future(self) -> ActionFuture[Any]: ...
     def event(self) -> Event: ...
     def scheduler(self) -> Scheduler: ...
     def sleep(self, seconds: float) -> None: ...

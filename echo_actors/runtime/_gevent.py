@@ -25,11 +25,10 @@ import gevent.queue
 import pykka
 
 from echo_actors._logging import get_logger
+from echo_actors.runtime._action_future import ActionFuture
 from echo_actors.runtime._awaitable import Awaitable
-from echo_actors.runtime._chain import Chained
 from echo_actors.runtime._outcome import outcome
 from echo_actors.runtime._streams import Streams
-from echo_actors.times import Times
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -50,7 +49,7 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-class GeventFuture(Chained, Awaitable, pykka.Future[T]):
+class GeventFuture(Awaitable, ActionFuture[T]):
     """A pykka future whose ``get()`` waits on a gevent Event, so it yields to the hub.
 
     Same contract as ``pykka.ThreadingFuture``: ``get(timeout=...)`` raises
@@ -60,9 +59,6 @@ class GeventFuture(Chained, Awaitable, pykka.Future[T]):
     does not block that event loop (see :class:`Awaitable`); :meth:`chain` gives the
     future of a chain's last result.
     """
-
-    times: Times | None = None
-    """When its action was accepted, started and finished (set before its result)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -300,7 +296,7 @@ class GeventRuntime:
         self.seed = seed
         self._streams = Streams(seed)
 
-    def future(self) -> pykka.Future[Any]:
+    def future(self) -> ActionFuture[Any]:
         """A :class:`GeventFuture`."""
         return GeventFuture()
 

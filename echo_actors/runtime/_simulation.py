@@ -34,9 +34,8 @@ import pykka
 
 from echo_actors._logging import get_logger
 from echo_actors.action import ActionSource, set_action_source
-from echo_actors.runtime._chain import Chained
+from echo_actors.runtime._action_future import ActionFuture
 from echo_actors.runtime._outcome import outcome
-from echo_actors.times import Times
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
@@ -318,7 +317,7 @@ class SimulationKernel:
         return random.Random(f"{self.seed}:{name}:{count}")
 
 
-class SimulationFuture(Chained, pykka.Future[T]):
+class SimulationFuture(ActionFuture[T]):
     """A pykka future on the kernel: ``get()`` parks the greenlet or drives the kernel.
 
     Same contract as ``pykka.ThreadingFuture`` (``pykka.Timeout``, re-raised
@@ -329,9 +328,6 @@ class SimulationFuture(Chained, pykka.Future[T]):
 
     _kernel: ClassVar[SimulationKernel]
     _callbacks: list[Callable[[Any], object]] | None = None
-
-    times: Times | None = None
-    """When its action was accepted, started and finished (set before its result)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -829,7 +825,7 @@ class SimulationRuntime:
         """Whether the ready greenlets run in a seeded random order (see the class)."""
         return self.kernel.shuffle
 
-    def future(self) -> pykka.Future[Any]:
+    def future(self) -> ActionFuture[Any]:
         """A :class:`SimulationFuture` on this runtime's kernel."""
         return self._future_class()
 

@@ -22,11 +22,10 @@ import pykka
 from pykka._future import _Unset  # what pykka.Future.__init__ sets (pykka is pinned to 4.x)
 
 from echo_actors._logging import get_logger
+from echo_actors.runtime._action_future import ActionFuture
 from echo_actors.runtime._awaitable import Awaitable
-from echo_actors.runtime._chain import Chained
 from echo_actors.runtime._outcome import outcome
 from echo_actors.runtime._streams import Streams
-from echo_actors.times import Times
 
 _log = get_logger("echo_actors.runtime")
 
@@ -113,7 +112,7 @@ class ThreadScheduler:
                     _log.exception("timer_failed", callback=repr(timer.fn))
 
 
-class ThreadFuture(Chained, Awaitable, pykka.Future[T]):
+class ThreadFuture(Awaitable, ActionFuture[T]):
     """A pykka Future for threads, lighter than ``pykka.ThreadingFuture``.
 
     Waiting is one lock acquisition (the lock is held until the value is set),
@@ -123,9 +122,6 @@ class ThreadFuture(Chained, Awaitable, pykka.Future[T]):
     Awaiting it from asyncio does not block the event loop (see :class:`Awaitable`);
     :meth:`chain` gives the future of a chain's last result.
     """
-
-    times: Times | None = None
-    """When its action was accepted, started and finished (set before its result)."""
 
     def __init__(self) -> None:
         # pykka.Future.__init__ (and the Generic chain above it) sets only these two: one
@@ -198,7 +194,7 @@ class ThreadRuntime:
         self.seed = seed
         self._streams = Streams(seed)
 
-    future: Callable[[], pykka.Future[Any]] = ThreadFuture
+    future: Callable[[], ActionFuture[Any]] = ThreadFuture
     """A new :class:`ThreadFuture` (the class itself: one call fewer per action)."""
 
     def event(self) -> threading.Event:

@@ -1,24 +1,41 @@
 # SPDX-License-Identifier: MIT
-"""``future.chain()``: waiting for the last result of a chain of actions.
+"""ActionFuture: what ``Sequence.submit`` returns, whichever runtime the Sequence runs on.
 
-A submitted action's future resolves with the head's own result. When the
-head completes and its ``next`` is submitted, settle gives the child a
-future of its own and records it on the parent's (:meth:`Chained._link`),
-before the parent's is set; following those links from a resolved future
-leads to the last one. Nothing is paid for actions without ``next``.
+A pykka future of the action's own result, plus its :class:`~echo_actors.Times` and
+``chain()``. When the head of a chain completes and its ``next`` is submitted,
+settle gives the child a future of its own and records it on the parent's
+(:meth:`ActionFuture._link`), before the parent's is set; following those links
+from a resolved future leads to the last one. Nothing is paid for actions
+without ``next``.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-__all__ = ["Chained"]
+import pykka
+
+if TYPE_CHECKING:
+    from echo_actors.times import Times
+
+__all__ = ["ActionFuture"]
+
+T = TypeVar("T")
 
 
-class Chained:
-    """The ``chain()`` of a runtime's future (the class must offer ``add_done_callback``
-    and keep its outcome in ``_value`` / ``_exc_info``)."""
+class ActionFuture(pykka.Future[T]):
+    """The future of a submitted action's result: ``get(timeout=...)``, awaitable, and
+    pykka's helpers (``pykka.get_all``, ``map``, ...), plus :attr:`times` and
+    :meth:`chain`.
+
+    Each runtime has its own subclass (the class must offer ``add_done_callback``
+    and keep its outcome in ``_value`` / ``_exc_info``).
+    """
+
+    times: Times | None = None
+    """When its action was accepted, started and finished, on the runtime's clock (set
+    before its result; None until then, and for a future not made by a Sequence)."""
 
     _next: Any = None
     """The future of the next link, once settle submitted it (set before this one resolves)."""
