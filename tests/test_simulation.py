@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -349,3 +350,19 @@ def test_keyed_ordered_actions_keep_their_order_deterministically() -> None:
         assert [n for _, event, n in log if event == key] == list(range(10))
     assert log == _keyed_log(11)
     assert log != _keyed_log(12)
+
+
+@pytest.mark.parametrize(("runtime", "hidden", "extra"), [
+    ("simulation", "greenlet", "simulation"), ("gevent", "gevent", "gevent")])
+def test_a_runtime_whose_package_is_missing_says_what_to_install(
+        runtime: str, hidden: str, extra: str) -> None:
+    """Without greenlet (or gevent), asking for its runtime names the extra to install."""
+    script = (f"import sys; sys.modules[{hidden!r}] = None\n"
+              "from echo_actors.runtime import get_runtime\n"
+              f"get_runtime({runtime!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"ImportError: the {runtime} runtime needs the {hidden} package: "
+        f"pip install 'echo_actors[{extra}]'")

@@ -157,20 +157,37 @@ def get_runtime(name: str | Runtime = "thread", *, seed: int | None = None) -> R
     if name == "thread":
         return ThreadRuntime(seed)
     if name == "gevent":
-        from echo_actors.runtime._gevent import GeventRuntime  # noqa: PLC0415 - gevent is optional
-
+        try:
+            from echo_actors.runtime._gevent import GeventRuntime  # noqa: PLC0415 - optional
+        except ImportError as exc:
+            _missing("gevent", "gevent", exc)
+            raise
         return GeventRuntime(seed)
     if name == "simulation":
-        from echo_actors.runtime._simulation import SimulationRuntime  # noqa: PLC0415 - needs greenlet
-
+        try:
+            from echo_actors.runtime._simulation import SimulationRuntime  # noqa: PLC0415
+        except ImportError as exc:
+            _missing("simulation", "greenlet", exc)
+            raise
         return SimulationRuntime(0 if seed is None else seed)
     raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(RUNTIMES)}")
+
+
+def _missing(runtime: str, package: str, exc: ImportError) -> None:
+    """Raise a clear error if ``exc`` says that the runtime's own package is not installed
+    (anything else broken returns, and the caller re-raises it as it came)."""
+    if exc.name in (package, "greenlet", "gevent"):
+        raise ImportError(f"the {runtime} runtime needs the {package} package: "
+                          f"pip install 'echo_actors[{runtime}]'", name=exc.name) from exc
 
 
 def __getattr__(name: str) -> Any:
     """``SimulationRuntime``, imported on first use (it needs greenlet)."""
     if name == "SimulationRuntime":
-        from echo_actors.runtime._simulation import SimulationRuntime  # noqa: PLC0415
-
+        try:
+            from echo_actors.runtime._simulation import SimulationRuntime  # noqa: PLC0415
+        except ImportError as exc:
+            _missing("simulation", "greenlet", exc)
+            raise
         return SimulationRuntime
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
