@@ -177,6 +177,7 @@ class Sequence:
         self.site_class = site
         self.sites = sites if sites is not None else self.fate.sites
         self._run: _Running | None = None
+        self._live: _Running | None = None  # _run once the start has finished: submitters'
         self.name = name
         self._parent = parent
         self.supervisor: SupervisorHandle | None = None
@@ -271,6 +272,7 @@ class Sequence:
             raise
         if runtime.name == "thread":
             self._exit_hook = on_main_exit(self._main_exited)
+        self._live = self._run  # only now: a submitter never runs ahead of a start under way
         _log.debug("sequence_started", sites=self.sites, runtime=runtime.name)
 
     def _main_exited(self) -> None:
@@ -396,6 +398,10 @@ class Sequence:
         CancellationError) and handed back; what is running finishes.
         """
         with self._start_lock:
+            starting = self._starting
+        if starting:
+            self._ready.wait()  # a start under way ends first: its supervisor, its exit hook
+        with self._start_lock:
             run = self._run
             if run is None:
                 self._stopped.set()
@@ -436,9 +442,9 @@ class Sequence:
     # Work
 
     def _started(self) -> _Running:
-        run = self._run
+        run = self._live
         if run is None:
-            run = self.start()._run
+            run = self.start()._run  # returns once the start (this one or another's) ended
             assert run is not None
         return run
 
@@ -456,7 +462,7 @@ class Sequence:
         """
         if not isinstance(action, Action):
             raise TypeError(f"expected an Action, got {type(action).__name__}")
-        run = self._run
+        run = self._live
         if run is None:
             run = self._started()
         fate = self.life._state.snapshot.fate  # Life's published Fate (the property, inline)

@@ -663,3 +663,55 @@ def test_cancel_one_action(made: list[Sequence]) -> None:
     ]
     assert sequence.join(LIMIT)
     assert sequence.stats().cancelled == 3
+
+
+class _Watched(threading.Event):
+    """An Event that says when someone starts waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waited.set()
+        return super().wait(timeout)
+
+
+@pytest.mark.parametrize("call", ["submit", "shutdown"])
+def test_a_call_during_a_start_waits_for_it(made: list[Sequence], call: str) -> None:
+    """submit() or shutdown() while another thread's start() is under way waits for it: the
+    action runs; the shutdown stops what that start made (its supervisor, its exit hook)."""
+    from echo_actors.runtime._thread import _main_exit_callbacks  # noqa: PLC0415
+
+    entered, gate = threading.Event(), threading.Event()
+
+    class SlowSite(Site):
+        def on_start(self) -> None:
+            entered.set()
+            assert gate.wait(LIMIT)
+            super().on_start()
+
+    sequence = Sequence(_plan(Echo=lambda c: c), site=SlowSite, sites=1, fate=Fate())
+    made.append(sequence)
+    ready = sequence._ready = _Watched()
+    starter = threading.Thread(target=sequence.start)
+    starter.start()
+    assert entered.wait(LIMIT)  # the start is under way: its Site is starting
+    outcome: list[Any] = []
+    if call == "submit":
+        caller = threading.Thread(target=lambda: outcome.append(sequence.submit(Action("Echo", 1))))
+    else:
+        caller = threading.Thread(target=lambda: outcome.append(sequence.shutdown(drain=True)))
+    caller.start()
+    assert ready.waited.wait(LIMIT)  # it waits for the start
+    gate.set()
+    starter.join(LIMIT)
+    caller.join(LIMIT)
+    assert not starter.is_alive() and not caller.is_alive() and len(outcome) == 1
+    if call == "submit":
+        assert outcome[0].get(timeout=LIMIT) == 1
+    else:
+        assert outcome[0] == []
+        assert sequence.supervisor is not None and not sequence.supervisor.is_alive()
+        assert sequence._exit_hook is not None
+        assert sequence._exit_hook._key not in _main_exit_callbacks
