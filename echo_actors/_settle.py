@@ -283,7 +283,8 @@ class Settler:
     ) -> None:
         action = ticket.action
         if crashed and not isinstance(exc, CrashError):
-            exc = CrashError(f"Site {site} crashed running {action.name}: {type(exc).__name__}")
+            where = f"Site {site}" if site >= 0 else "the event loop"  # -1: no Site ran it
+            exc = CrashError(f"{where} crashed running {action.name}: {type(exc).__name__}")
         elif not isinstance(exc, EchoError):
             wrapped = ExecutionError(f"{action.name}: {type(exc).__name__}: {exc}")
             wrapped.__cause__ = exc
