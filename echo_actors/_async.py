@@ -20,6 +20,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import queue
 import sys
@@ -95,7 +96,9 @@ class AsyncRunner:
         self._scheduled = False
         self._stopped = False
         self._inbox: deque[_Item] = deque()
-        self._tasks: dict[Ticket, asyncio.Task[None]] = {}  # the loop thread's alone
+        self._tasks: dict[asyncio.Future[Any], Ticket] = {}  # the loop thread's alone
+        self._done = self._task_done  # one bound method for every task, not one each
+        self._context = contextvars.Context()  # idem, the context _done runs in
         self._held: deque[_Item] = deque()  # idem: waiting for Fate.max_async_in_flight
         self._endings: list[_Ending] = []  # idem: settled together by _flush
         self._others: set[asyncio.Task[None]] = set()  # hooks and the wind-down: theirs too
@@ -128,13 +131,21 @@ class AsyncRunner:
     def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             asyncio.set_event_loop(loop)
-            loop.run_forever()
+            while True:
+                try:
+                    loop.run_forever()
+                except (SystemExit, KeyboardInterrupt):
+                    # A coroutine raised it (signals reach the main thread only): asyncio's
+                    # task stored it, then let it escape the loop. Its done-callback still
+                    # settles its ticket (as any failure), so the loop goes on for the others.
+                    continue
+                break
         finally:
             with self._lock:
                 self._stopped = True  # ended by stop(), or (never) by an escaped error
             self._flush()  # ended before the loop stopped: their own outcome
             self._abandon_inbox()  # not a task yet: a stop's wind-down took them all, else now
-            for ticket in list(self._tasks):  # idem
+            for ticket in list(self._tasks.values()):  # idem
                 self._settle(ticket, ABANDONED, None, None, -1)
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
@@ -285,6 +296,7 @@ class AsyncRunner:
 
     def _begin(self, item: _Item) -> None:
         ticket, coroutine, fate, site = item
+        awaitable: Any = coroutine
         if coroutine is None:  # submitted here unstarted: the inbox was its only queue
             if self._settler.cancelling:
                 self._ending(ticket, CANCELLED, None, fate, site)
@@ -292,8 +304,27 @@ class AsyncRunner:
             # No lock: nobody else holds a ticket of the inbox. Started now: a
             # cancellation lets it run, and the runner alone settles it.
             ticket.state, ticket.started = AWAITING, self._runtime.monotonic()
-        self._tasks[ticket] = asyncio.get_running_loop().create_task(
-            self._run(ticket, coroutine, fate, site))
+            try:  # what Site.receive and the timeout step do, for a ticket without a Site
+                action = ticket.action
+                entry = self._settler.plan.lookup(action.name)
+                if entry is None:
+                    raise RoutingError(f"no function serves actions named {action.name!r}")
+                signature, function = entry
+                awaitable = function(signature.convert(action.content))
+                if signature.timeout is not None:
+                    awaitable = _limited(awaitable, signature.timeout, action)
+                elif not (type(awaitable) is CoroutineType or inspect.isawaitable(awaitable)):
+                    self._ending(ticket, COMPLETED, awaitable, fate, site)
+                    return
+            except BaseException as exc:  # noqa: BLE001 - the action's, as in _done
+                self._ending(ticket, _failure(exc), exc, fate, site)
+                return
+        # The task and one shared done-callback, not a wrapping coroutine: one object
+        # fewer per action in flight. _done settles the ticket from the task's outcome.
+        ticket.fate, ticket.site = fate, site
+        task = asyncio.ensure_future(awaitable)
+        self._tasks[task] = ticket
+        task.add_done_callback(self._done, context=self._context)
 
     def _release(self) -> None:
         """A coroutine ended: start those that waited for its place, in their order."""
@@ -301,37 +332,21 @@ class AsyncRunner:
         while held and not self._full(held[0]):
             self._begin(held.popleft())
 
-    async def _run(
-        self, ticket: Ticket, coroutine: Coroutine[Any, Any, Any] | None, fate: Fate | None,
-        site: int,
-    ) -> None:
-        outcome, value = CRASHED, None
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        """A task of :meth:`_begin` ended: settle its ticket with its outcome (at the end
+        of this turn), start what waited for its place."""
+        ticket = self._tasks.pop(task, None)
+        if ticket is None:
+            return
+        fate, site = ticket.fate, ticket.site
         try:
-            if coroutine is not None:
-                value = await coroutine
-            else:  # what Site.receive and the timeout step do, for a ticket without a Site
-                action = ticket.action
-                entry = self._settler.plan.lookup(action.name)
-                if entry is None:
-                    raise RoutingError(f"no function serves actions named {action.name!r}")
-                signature, function = entry
-                value = function(signature.convert(action.content))
-                if signature.timeout is not None:
-                    value = await _limited(value, signature.timeout, action)
-                elif type(value) is CoroutineType or inspect.isawaitable(value):
-                    value = await value
+            value = task.result()
             outcome = COMPLETED
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is the action's
-            outcome, value = FAILED, exc
-        except asyncio.CancelledError as exc:  # cancelled by itself; a stop settled it first
-            outcome, value = FAILED, exc
-        except BaseException as exc:  # noqa: BLE001 - the loop must go on for the others
-            value = exc
-        finally:
-            self._tasks.pop(ticket, None)
-            self._ending(ticket, outcome, value, fate, site)
-            if self._held and not self._stopped:
-                self._release()
+        except BaseException as exc:  # noqa: BLE001 - every failure is the action's
+            outcome, value = _failure(exc), exc
+        self._ending(ticket, outcome, value, fate, site)
+        if self._held and not self._stopped:
+            self._release()
 
     def _ending(self, ticket: Ticket, outcome: str, value: Any, fate: Fate | None,
                 site: int) -> None:
@@ -380,12 +395,12 @@ class AsyncRunner:
                     coroutine.close()
                 self._settle(ticket, ABANDONED, None, fate, site)
 
-    def _abandon(self) -> list[asyncio.Task[None]]:
+    def _abandon(self) -> list[asyncio.Future[Any]]:
         """Hand back every attempt still awaiting (settled ABANDONED), cancel their tasks."""
         self._flush()  # those that ended first keep their outcome
         self._abandon_inbox()
-        tasks = list(self._tasks.values())
-        for ticket in list(self._tasks):
+        tasks: list[asyncio.Future[Any]] = list(self._tasks)
+        for ticket in list(self._tasks.values()):
             self._settle(ticket, ABANDONED, None, None, -1)
         tasks += [task for task in self._others if task is not asyncio.current_task()]
         for task in tasks:
@@ -417,6 +432,14 @@ class AsyncRunner:
             loop.call_soon_threadsafe(self._spawn, self._wind_down())
         self._ended.acquire()  # the loop thread never calls stop(): no deadlock
         self._ended.release()
+
+
+def _failure(exc: BaseException) -> str:
+    """The outcome of an attempt that raised ``exc``: FAILED (retried or dead-lettered, as a
+    sync function's error), CRASHED for what no action should raise (KeyboardInterrupt)."""
+    if isinstance(exc, (Exception, SystemExit, asyncio.CancelledError)):
+        return FAILED
+    return CRASHED
 
 
 def _fail(future: Any, exc: BaseException) -> None:

@@ -28,6 +28,7 @@ class Ledger:
         self.outstanding = 0
         self.idle = idle
         self.idle.set()
+        self._idle = True  # what idle is: read here instead of idle.is_set(), a call, each time
         self.open = True
         self.closed_because = "this Sequence is shutting down and takes no more actions"
         self._dead: deque[DeadLetter] = deque()
@@ -45,7 +46,8 @@ class Ledger:
             if n > 0:  # _accept, inline: this is every submit's path
                 self.outstanding += n
                 self.counts["accepted"] += n
-                if self.idle.is_set():
+                if self._idle:
+                    self._idle = False
                     self.idle.clear()
 
     def accept(self, n: int = 1) -> None:
@@ -59,7 +61,8 @@ class Ledger:
             return
         self.outstanding += n
         self.counts["accepted"] += n
-        if self.idle.is_set():
+        if self._idle:
+            self._idle = False
             self.idle.clear()
 
     def close(self, because: str | None = None) -> None:
@@ -94,7 +97,8 @@ class Ledger:
             if deferred:
                 counts["deferred"] += deferred
             self.outstanding -= n
-            if self.outstanding <= 0:
+            if self.outstanding <= 0 and not self._idle:
+                self._idle = True
                 self.idle.set()
 
     def keep(self, letter: DeadLetter) -> None:

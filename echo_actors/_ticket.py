@@ -38,9 +38,14 @@ class Ticket:
     """
 
     __slots__ = (
-        "accepted", "action", "admission", "batch", "future", "holds_key", "receipt", "started",
-        "state",
+        "accepted", "action", "admission", "batch", "fate", "future", "holds_key", "receipt",
+        "site", "started", "state",
     )  # fmt: skip
+
+    fate: Any
+    """While its coroutine is a task of the Sequence's event loop: the Fate it runs under."""
+    site: int
+    """Idem: the Site that handed it over (-1: none). Both unset before (no cost per ticket)."""
 
     def __init__(
         self, action: Action, future: Any = None, receipt: Any = None,

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
@@ -54,15 +55,15 @@ _TraceKey = Annotated[str, msgspec.Meta(max_length=64)]
 _TraceValue = Annotated[str, msgspec.Meta(max_length=512)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=_FLOAT_MAX)]  # finite: inf and NaN refused
 
-# Random bytes are drawn from the OS in blocks (one system call per 1024 ids), as hex.
+# Random bytes are drawn from the OS in blocks (one system call per 1024 ids), as hex ids
+# waiting in a deque: popleft is atomic, so taking one needs no lock; refilling takes one.
+_IDS_PER_DRAW = 1024
 _ids_lock = threading.Lock()
-_ids_pool = ""
-_ids_next = 0
+_ids: deque[str] = deque()
 
 
 def _forget_ids() -> None:
-    global _ids_pool, _ids_next
-    _ids_pool, _ids_next = "", 0  # a forked child must not reuse its parent's ids
+    _ids.clear()  # a forked child must not reuse its parent's ids
 
 
 os.register_at_fork(after_in_child=_forget_ids)
@@ -131,16 +132,23 @@ def new_id() -> str:
         source = _context.source
         if source is not None:
             return source.new_id()
-    global _ids_pool, _ids_next
+    while True:
+        try:
+            return _ids.popleft()
+        except IndexError:
+            _draw_ids()
+
+
+def _draw_ids() -> None:
     with _ids_lock:
-        start = _ids_next
-        if start >= len(_ids_pool):
-            _ids_pool, start = os.urandom(16 * 1024).hex(), 0
-        _ids_next = start + 32
-        return _ids_pool[start : start + 32]
+        if not _ids:  # another thread may have drawn while this one waited for the lock
+            pool = os.urandom(16 * _IDS_PER_DRAW).hex()
+            _ids.extend([pool[i : i + 32] for i in range(0, 32 * _IDS_PER_DRAW, 32)])
 
 
-class Action(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+class Action(
+    msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True, gc=False,
+):
     """One unit of work: a ``name`` the plan serves and its ``content``.
 
     Besides the payload it carries Echo's built-in controls: ``delay`` (seconds
@@ -172,6 +180,14 @@ class Action(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fie
     see :mod:`echo_actors.tracing`) from hop to hop. It is rewritten at every
     hop, so a license does not cover it: it says where a span belongs, never
     what runs, and a forged one can only mislabel a trace.
+
+    Actions are not tracked by the garbage collector (``gc=False``: one object
+    fewer for each of the thousands in flight to traverse). Frozen, an Action
+    can be in a reference cycle only through its ``content`` or ``metadata``
+    referring back to it, and such an action cannot be submitted (it does not
+    encode: ``EncodeError`` at admission). The one cost: a cycle made through
+    an Action anyway (say, its content mutated afterwards to hold it) is never
+    collected; its memory stays until the process ends.
     """
 
     name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]

@@ -8,7 +8,7 @@ import msgspec
 __all__ = ["Times"]
 
 
-class Times(msgspec.Struct, frozen=True):
+class Times(msgspec.Struct, frozen=True, gc=False):
     """An action's life on its runtime's clock, read from ``future.times`` once it ended.
 
     ``accepted``: when ``submit`` (or ``requeue``, or the parent's completion
@@ -17,6 +17,9 @@ class Times(msgspec.Struct, frozen=True):
     ``finished``: when it ended (completed, dead-lettered or cancelled).
     Seconds of ``runtime.monotonic()``: the virtual clock on the simulation
     runtime, so modellers read waits and service times here.
+
+    Untracked by the garbage collector (``gc=False``): it holds floats only, so it
+    can never be part of a reference cycle, and one is made per action.
     """
 
     accepted: float

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import threading
 
 import msgspec
 import pytest
 
 from echo_actors import Action, DecodeError, EncodeError, ValidationError
-from echo_actors.action import MAX_CHAIN, MAX_NAME_LENGTH
+from echo_actors.action import MAX_CHAIN, MAX_NAME_LENGTH, new_id
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,6 +43,38 @@ def test_ids_are_unique() -> None:
     """Every new Action gets an id of its own."""
     ids = {Action("A").id for _ in range(10_000)}
     assert len(ids) == 10_000
+
+
+def test_ids_drawn_by_many_threads_at_once_are_all_distinct() -> None:
+    """Eight threads taking ids together, across several refills of the pool, never share
+    one; a forked child draws its own (none of the parent's pool)."""
+    barrier = threading.Barrier(8)
+    drawn: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(mine: list[str]) -> None:
+        barrier.wait(10)
+        mine.extend(new_id() for _ in range(3000))
+
+    threads = [threading.Thread(target=draw, args=(mine,)) for mine in drawn]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    ids = [i for mine in drawn for i in mine]
+    assert len(ids) == len(set(ids)) == 24_000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    if hasattr(os, "fork"):
+        new_id()  # the parent's pool holds ids now
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: write its next id and leave at once
+            os.write(writer, new_id().encode())
+            os._exit(0)
+        os.close(writer)
+        child = os.read(reader, 64).decode()
+        os.close(reader)
+        os.waitpid(pid, 0)
+        assert re.fullmatch(r"[0-9a-f]{32}", child) and child != new_id()
 
 
 def test_ids_are_random_and_32_hex_characters() -> None:

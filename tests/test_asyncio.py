@@ -23,6 +23,7 @@ from echo_actors import (
     Action,
     ActionTimeoutError,
     CancellationError,
+    CrashError,
     ExecutionError,
     Fate,
     Life,
@@ -563,6 +564,33 @@ def test_bad_content_or_a_plain_result_without_a_site(
         sequence.submit(Action("Add", "not a number")).get(timeout=LIMIT)
     [letter] = sequence.dead_letters()
     assert (letter.error_kind, letter.attempts) == ("validation", 1)
+
+
+def test_a_coroutine_raising_system_exit_or_keyboard_interrupt_fails_only_its_action(
+    runtime: str, make_sequence: Callable[..., Sequence],
+) -> None:
+    """asyncio lets these escape its loop; the Sequence's loop goes on, and each action
+    that raised one ends once (SystemExit a failure, KeyboardInterrupt a crash), on both
+    paths (without a Site, and handed over by a keyed action's Site)."""
+    async def leave(kind: str) -> None:
+        await asyncio.sleep(0)
+        raise SystemExit(3) if kind == "exit" else KeyboardInterrupt
+
+    async def fine(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    plan = _async_plan(Leave=(Signature("Leave", retry=NO_RETRY), leave),
+                       Fine=(Signature("Fine"), fine))
+    sequence = make_sequence(plan, sites=1, runtime=runtime)
+    for key in (None, "k"):
+        with pytest.raises(ExecutionError, match="SystemExit"):
+            sequence.submit(Action("Leave", "exit", key=key)).get(timeout=LIMIT)
+        with pytest.raises(CrashError):
+            sequence.submit(Action("Leave", "interrupt", key=key)).get(timeout=LIMIT)
+        assert sequence.submit(Action("Fine", 7, key=key)).get(timeout=LIMIT) == 7
+    stats = sequence.stats()
+    assert (stats.completed, stats.dead_lettered) == (2, 4)
 
 
 def test_what_waits_for_the_loop_when_a_cancelling_shutdown_begins_is_handed_back(

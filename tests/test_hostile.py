@@ -8,6 +8,7 @@ each limit (delay, chain, size) and the reset of what a sender may not choose.
 
 from __future__ import annotations
 
+import gc
 import math
 import socket
 import threading
@@ -278,6 +279,24 @@ def test_a_chain_at_the_ceiling_encodes_decodes_and_signs() -> None:
         decoded = Action.decode(action.encode(format), format, max_chain=256)  # type: ignore[arg-type]
         assert decoded == action
     verify(sign(action, "k"), ["k"])
+
+
+def test_an_action_in_a_reference_cycle_is_refused_at_admission() -> None:
+    """Actions are untracked by the garbage collector, which is safe because one whose
+    content or metadata refers back to it (a cycle) never passes the door."""
+    assert not gc.is_tracked(Action("A", {"x": [1]}))
+    content: dict[str, Any] = {}
+    looped = Action("A", content)
+    content["self"] = looped
+    holder = type("Holder", (), {})()
+    held = Action("B", [holder], metadata={"m": 1})
+    holder.action = held
+    inside: list[Any] = []
+    via_metadata = Action("C", metadata={"list": inside})
+    inside.append(via_metadata)
+    for action in (looped, held, via_metadata):
+        with pytest.raises(EncodeError):
+            check_admissible(action, Fate())
 
 
 def test_size_checked_for_python_built_actions() -> None:

@@ -32,8 +32,9 @@ class Awaitable:
     whichever of the setter and a late :meth:`add_done_callback` comes second.
     """
 
-    _callbacks: list[Callable[[Any], object] | asyncio.Future[Any]]
-    """Callbacks, and the waiters of awaits (asyncio futures of the awaiting loops)."""
+    _callbacks: list[Any]
+    """Callbacks, the waiters of awaits (asyncio futures of the awaiting loops), and the
+    held locks of blocking ``get()`` calls that wait for it (released once set)."""
 
     if TYPE_CHECKING:  # provided by the future class
 
@@ -59,8 +60,10 @@ class Awaitable:
             with contextlib.suppress(Exception):  # a bad callback must not break the setter
                 if isinstance(fn, asyncio.Future):  # an await's waiter (see __await__)
                     getattr(fn.get_loop(), _BRIDGE).wake(fn, self)
-                else:
+                elif callable(fn):
                     fn(self)
+                else:  # the lock a blocking get() waits on (a lock is not callable)
+                    fn.release()
 
     def __await__(self) -> Generator[Any, None, Any]:
         """Wait for the value without blocking the loop (a get hook's ``get()`` runs in a

@@ -8,6 +8,7 @@ ever; a callback registered there can stop them.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import queue
@@ -115,12 +116,14 @@ class ThreadScheduler:
 class ThreadFuture(Awaitable, ActionFuture[T]):
     """A pykka Future for threads, lighter than ``pykka.ThreadingFuture``.
 
-    Waiting is one lock acquisition (the lock is held until the value is set),
-    so creating, setting and reading a future cost a fraction of a Condition's.
-    It honours pykka's contract: ``get(timeout=...)`` raises ``pykka.Timeout``,
-    a set exception is re-raised, a second ``set`` raises ``queue.Full``.
-    Awaiting it from asyncio does not block the event loop (see :class:`Awaitable`);
-    :meth:`chain` gives the future of a chain's last result.
+    It holds no lock of its own: a ``get()`` that must wait makes one, held,
+    and leaves it among the done-callbacks, which the setter releases. So a
+    future nobody blocks on (awaited, gathered, or read once done) costs no
+    lock, and waiting is one acquisition. It honours pykka's contract:
+    ``get(timeout=...)`` raises ``pykka.Timeout``, a set exception is re-raised,
+    a second ``set`` raises ``queue.Full``. Awaiting it from asyncio does not
+    block the event loop (see :class:`Awaitable`); :meth:`chain` gives the
+    future of a chain's last result.
     """
 
     def __init__(self) -> None:
@@ -129,17 +132,21 @@ class ThreadFuture(Awaitable, ActionFuture[T]):
         self._get_hook = None
         self._get_hook_result = _UNSET
         self._callbacks = []
-        self._ready = ready = threading.Lock()
-        ready.acquire()
         self._is_set = False
         self._value: Any = None
         self._exc_info: Any = None
 
     def get(self, *, timeout: float | None = None) -> T:
         if not self._is_set and self._get_hook is None:
-            if not self._ready.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            ready = threading.Lock()
+            ready.acquire()
+            self._callbacks.append(ready)  # released by _fire_callbacks, once set
+            if self.done():  # set meanwhile: its setter may have fired before the append
+                self._fire_callbacks()
+            if not ready.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+                with contextlib.suppress(ValueError):  # polling with timeouts: no pile of locks
+                    self._callbacks.remove(ready)
                 raise pykka.Timeout(f"{timeout} seconds")
-            self._ready.release()
         if self._get_hook is not None:
             return super().get(timeout=timeout)
         if self._exc_info is None:
@@ -152,7 +159,6 @@ class ThreadFuture(Awaitable, ActionFuture[T]):
         if self._is_set or self._get_hook is not None:
             raise queue.Full
         self._value, self._exc_info, self._is_set = value, exc_info, True
-        self._ready.release()
         if self._callbacks:
             self._fire_callbacks()
 
@@ -163,7 +169,6 @@ class ThreadFuture(Awaitable, ActionFuture[T]):
         if self._is_set or self._get_hook is not None:  # _resolve, inline: every action's
             raise queue.Full
         self._value, self._is_set = value, True
-        self._ready.release()
         if self._callbacks:
             self._fire_callbacks()
 
@@ -174,7 +179,6 @@ class ThreadFuture(Awaitable, ActionFuture[T]):
         if self._is_set:
             raise queue.Full
         super().set_get_hook(func)
-        self._ready.release()
         if self._callbacks:
             self._fire_callbacks()
 
