@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import queue
 import random
 import sys
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, TypeVarTuple, cast
 
 import greenlet  # type: ignore[import-untyped]
 import pykka
+import pykka.messages
+from pykka._envelope import Envelope  # what pykka's own tell wraps a message in
 
 from echo_actors._logging import get_logger
 from echo_actors.action import ActionSource, set_action_source
@@ -40,7 +43,6 @@ from echo_actors.times import Times
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
-    from pykka._envelope import Envelope
     from pykka._future import GetHookFunc
     from pykka._types import OptExcInfo
 
@@ -486,6 +488,28 @@ class _Inbox:
         return not self._items
 
 
+_PYKKA_MESSAGES = (
+    # what pykka's own _handle_receive answers (the rest goes to on_receive)
+    pykka.messages._ActorStop, pykka.messages.ProxyCall,
+    pykka.messages.ProxyGetAttr, pykka.messages.ProxySetAttr,
+)
+
+_pykka_log = logging.getLogger("pykka")
+
+
+class _SimulationRef(pykka.ActorRef[Any]):
+    """pykka's ref, with ``tell`` one call shorter (the same check, the same envelope).
+
+    A tell is most of a simulation's messages: the Site's batch, the dispatcher's
+    wake-up. pykka's reads the stopped flag through ``is_alive``; this reads it here.
+    """
+
+    def tell(self, message: Any) -> None:
+        if self.actor_stopped.is_set():
+            raise pykka.ActorDeadError(f"{self} not found")
+        self.actor_inbox.put(Envelope(message))
+
+
 class SimulationActor(pykka.Actor):
     """A pykka actor whose loop is a kernel greenlet; its inbox is a deque.
 
@@ -493,11 +517,19 @@ class SimulationActor(pykka.Actor):
     kernel), not this class itself. A greenlet killed with ``GreenletExit``
     ends the actor quietly (unregistered, asks answered with
     ``ActorDeadError``) without stopping the other actors.
+
+    Its ref's ``tell`` and its message loop are pykka's, shortened for the
+    kernel's one thread (the same steps in the same order, fewer calls per
+    message): a simulation's speed is mostly its messages' cost.
     """
 
     _sim_kernel: ClassVar[SimulationKernel]
     _sim_future: ClassVar[type[SimulationFuture[Any]]]
     actor_greenlet: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._actor_ref = _SimulationRef(self)
 
     @classmethod
     def _create_actor_inbox(cls) -> ActorInbox:
@@ -518,9 +550,41 @@ class SimulationActor(pykka.Actor):
             self.actor_stopped.set()
             self._actor_loop_teardown()
 
+    def _actor_loop_running(self) -> None:
+        # pykka's loop, step for step, with what it looks up per message looked up once.
+        stopped = self.actor_stopped
+        inbox = self.actor_inbox
+        get = inbox.get
+        items = inbox._items if type(inbox) is _Inbox else None  # the deque, read inline
+        handle = self._handle_receive
+        while not stopped.is_set():
+            envelope = items.popleft() if items else get()
+            reply_to = envelope.reply_to
+            try:
+                response = handle(envelope.message)
+                if reply_to is not None:
+                    reply_to.set(response)
+            except Exception:  # noqa: BLE001 - as pykka: the asker's, or the actor's failure
+                if reply_to is not None:
+                    _pykka_log.info(f"Exception returned from {self} to caller:",
+                                    exc_info=sys.exc_info())
+                    reply_to.set_exception()
+                else:
+                    self._handle_failure(*sys.exc_info())
+                    try:
+                        self.on_failure(*sys.exc_info())
+                    except Exception:  # noqa: BLE001 - as pykka: logged, the actor stops
+                        self._handle_failure(*sys.exc_info())
+            except BaseException:  # noqa: BLE001 - as pykka: every actor stops
+                _pykka_log.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
+                self._stop()
+                pykka.ActorRegistry.stop_all()
+
     def _handle_receive(self, message: Any) -> Any:
         try:
-            return super()._handle_receive(message)
+            if isinstance(message, _PYKKA_MESSAGES):  # one check where pykka makes four
+                return super()._handle_receive(message)
+            return self.on_receive(message)
         except greenlet.GreenletExit as exc:
             pykka.ActorRegistry.unregister(self.actor_ref)
             self.actor_stopped.set()
