@@ -134,6 +134,11 @@ class SimulationKernel:
         self._heap: list[tuple[float, int, _Timer | _Waiter]] = []
         self._seq = itertools.count()
         self._hub: Any = None
+        # What the running run_until checks between steps, for _switch_out to check too.
+        self._done: Callable[[], bool] | None = None
+        self._deadline: float | None = None
+        self._pop: Callable[[], tuple[_SimGreenlet, Any]] = (
+            self._ready.popleft if self._pick is None else self._pop_random)
         self._streams: dict[str, int] = {}
         self.action_source: ActionSource | None = None
         """Made current while the kernel runs: ids and ``created_at`` of new actions."""
@@ -149,7 +154,13 @@ class SimulationKernel:
 
     def spawn(self, fn: Callable[..., object], /, *args: Any) -> _SimGreenlet:
         """Make ``fn(*args)`` a greenlet, ready to run after those ready already."""
-        glet = _SimGreenlet(lambda *_: fn(*args), self)  # the first switch passes None
+        def run(*_: object) -> None:  # the first switch passes None
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - logged; the others must still run
+                _log.exception("greenlet_failed", greenlet=repr(greenlet.getcurrent()))
+
+        glet = _SimGreenlet(run, self)
         self._ready.append((glet, None))
         return glet
 
@@ -169,7 +180,7 @@ class SimulationKernel:
             waiter.timer = self.call_at(self.now + max(0.0, timeout), self.fire, waiter, False)
         glet.waiter = waiter
         try:
-            value = self._hub.switch()
+            value = self._switch_out()
         finally:
             glet.waiter = None
         if glet.pending is not None:
@@ -230,12 +241,48 @@ class SimulationKernel:
             heapq.heappush(self._heap, (self.now + seconds, next(self._seq), waiter))
             glet.waiter = waiter
             try:
-                self._hub.switch()
+                self._switch_out()
             finally:
                 glet.waiter = None
             if glet.pending is not None:
                 exc, glet.pending = glet.pending, None
                 raise exc
+
+    def _switch_out(self) -> Any:
+        """Leave the current greenlet for what the scheduler would run next; its value.
+
+        That is the next ready greenlet, or a sleep that ends next when nothing is
+        ready: switched to directly, one switch instead of two through the
+        scheduler's loop, in the order that loop would take (and counted as its
+        step). Anything else (a timer, the deadline, ``done()``) is the loop's.
+        """
+        hub = self._hub
+        done = self._done
+        if done is None or not done():
+            ready = self._ready
+            while ready:
+                glet, value = self._pop()
+                if glet.dead:
+                    continue
+                if glet.parent is not hub:
+                    glet.parent = hub
+                self.steps += 1
+                return glet.switch(value)
+            heap = self._heap
+            if heap:
+                when, _, waiter = heap[0]
+                if (type(waiter) is _Waiter and not waiter.done and not waiter.glet.dead
+                        and (self._deadline is None or when <= self._deadline)):
+                    heapq.heappop(heap)
+                    if when > self.now:  # noqa: PLR1730 - max() is a call, per event
+                        self.now = when
+                    waiter.done = True
+                    glet = waiter.glet
+                    if glet.parent is not hub:
+                        glet.parent = hub
+                    self.steps += 1
+                    return glet.switch(True)
+        return hub.switch()
 
     def run_until(self, done: Callable[[], bool] | None, deadline: float | None = None) -> bool:
         """Run greenlets and timers until ``done()`` (``None``: never); returns ``done()``.
@@ -243,12 +290,13 @@ class SimulationKernel:
         Stops at ``deadline`` (the clock is then moved to it) or when nothing
         is ready and no timer is pending.
         """
-        previous, self._hub = self._hub, greenlet.getcurrent()
+        previous = self._hub, self._done, self._deadline
+        self._hub, self._done, self._deadline = greenlet.getcurrent(), done, deadline
         hub = self._hub
         ready = self._ready
         heap = self._heap
         heappop = heapq.heappop
-        pop = ready.popleft if self._pick is None else self._pop_random
+        pop = self._pop
         source = self.action_source
         outer = set_action_source(source) if source is not None else None
         try:
@@ -297,7 +345,7 @@ class SimulationKernel:
                 self.now = deadline
             return done is not None and done()
         finally:
-            self._hub = previous
+            self._hub, self._done, self._deadline = previous
             if source is not None:
                 set_action_source(outer)
 
