@@ -402,13 +402,15 @@ class Dispatcher(pykka.Actor):
         slots = self._slots
         if len(slots) > _SCAN:
             slots = self._random.sample(slots, _SCAN)
-        ranked = sorted(
-            ((slot.stealable(), slot) for slot in slots if slot is not thief),
-            key=lambda pair: -pair[0],
-        )
+        ranked: list[tuple[int, _Slot]] = []
+        for slot in slots:  # a loop, not sorted() over a generator: most looks find nothing
+            if slot is not thief:
+                count = slot.stealable()
+                if count > 0:
+                    ranked.append((count, slot))
+        if len(ranked) > 1:
+            ranked.sort(key=lambda pair: -pair[0])  # stable: ties keep the Sites' order
         for count, victim in ranked:
-            if count <= 0:
-                break
             stolen = self._take_from(victim, min(free, max(1, count // 2)))
             if stolen:
                 victim.steals_out += len(stolen)
