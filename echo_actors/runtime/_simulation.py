@@ -34,6 +34,7 @@ import greenlet  # type: ignore[import-untyped]
 import pykka
 import pykka.messages
 from pykka._envelope import Envelope  # what pykka's own tell wraps a message in
+from pykka._future import _Unset  # what pykka.Future.__init__ sets (pykka is pinned to 4.x)
 
 from echo_actors._logging import get_logger
 from echo_actors.action import ActionSource, set_action_source
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 _log = get_logger("echo_actors.runtime")
+
+_UNSET = _Unset()
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -384,7 +387,10 @@ class SimulationFuture(Chained, pykka.Future[T]):
     """When its action was accepted, started and finished (set before its result)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        # pykka.Future.__init__ (and the Generic chain above it) sets only the first two:
+        # one future per action, so they are set here instead of through three initialisers.
+        self._get_hook = None
+        self._get_hook_result = _UNSET
         self._has_result = False
         self._value: Any = None
         self._exc_info: OptExcInfo | None = None
@@ -912,6 +918,7 @@ class SimulationRuntime:
         self._future_class = cast(
             "type[SimulationFuture[Any]]", type("SimulationFuture", (SimulationFuture,), namespace)
         )
+        self.future: Callable[[], pykka.Future[Any]] = self._future_class  # one call, not two
         base: type[SimulationActor] = SimulationActor
         attributes: dict[str, Any] = {
             "_sim_kernel": self.kernel, "_sim_future": self._future_class, "__module__": __name__,
@@ -940,10 +947,6 @@ class SimulationRuntime:
     def shuffle(self) -> bool:
         """Whether the ready greenlets run in a seeded random order (see the class)."""
         return self.kernel.shuffle
-
-    def future(self) -> pykka.Future[Any]:
-        """A :class:`SimulationFuture` on this runtime's kernel."""
-        return self._future_class()
 
     def event(self) -> SimulationEvent:
         """A :class:`SimulationEvent`."""
