@@ -532,8 +532,14 @@ class _Inbox:
             glet = None
         while not items:
             if glet is not None:  # the actor's own greenlet: park until a put fires us
-                self._waiter = waiter = _Waiter(glet)
-                kernel.park(waiter)
+                self._waiter = glet.waiter = _Waiter(glet)  # kernel.park(), inline (no timeout)
+                try:
+                    kernel._switch_out()
+                finally:
+                    glet.waiter = None
+                if glet.pending is not None:
+                    exc, glet.pending = glet.pending, None
+                    raise exc
             elif not kernel.wait(lambda: bool(items), self._register, None):
                 raise pykka.Timeout("deadlock: nothing will ever reach this inbox")
         return items.popleft()
