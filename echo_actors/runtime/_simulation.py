@@ -43,6 +43,8 @@ from echo_actors.runtime._outcome import outcome
 from echo_actors.times import Times
 
 if TYPE_CHECKING:
+    import threading
+
     from pykka._actor import ActorInbox
     from pykka._future import GetHookFunc
     from pykka._types import OptExcInfo
@@ -558,14 +560,17 @@ _pykka_log = logging.getLogger("pykka")
 
 
 class _SimulationRef(pykka.ActorRef[Any]):
-    """pykka's ref, with ``tell`` one call shorter (the same check, the same envelope).
+    """pykka's ref, with ``tell`` two calls shorter (the same check, the same envelope).
 
     A tell is most of a simulation's messages: the Site's batch, the dispatcher's
-    wake-up. pykka's reads the stopped flag through ``is_alive``; this reads it here.
+    wake-up. pykka's reads the stopped flag through ``is_alive`` and ``is_set``; this
+    reads the actor's :class:`SimulationEvent` flag itself.
     """
 
+    _stopped: SimulationEvent
+
     def tell(self, message: Any) -> None:
-        if self.actor_stopped.is_set():
+        if self._stopped._flag:
             raise pykka.ActorDeadError(f"{self} not found")
         self.actor_inbox.put(Envelope(message))
 
@@ -585,11 +590,17 @@ class SimulationActor(pykka.Actor):
 
     _sim_kernel: ClassVar[SimulationKernel]
     _sim_future: ClassVar[type[SimulationFuture[Any]]]
+    _sim_stopped: SimulationEvent
     actor_greenlet: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._actor_ref = _SimulationRef(self)
+        # pykka makes a threading.Event, whose wait() would block without running the
+        # kernel: a SimulationEvent runs it. The ref, made after, holds the same one.
+        stopped = self._sim_stopped = SimulationEvent(self._sim_kernel)
+        self.actor_stopped = cast("threading.Event", stopped)
+        ref = self._actor_ref = _SimulationRef(self)
+        ref._stopped = stopped
 
     @classmethod
     def _create_actor_inbox(cls) -> ActorInbox:
@@ -612,12 +623,12 @@ class SimulationActor(pykka.Actor):
 
     def _actor_loop_running(self) -> None:
         # pykka's loop, step for step, with what it looks up per message looked up once.
-        stopped = self.actor_stopped
+        stopped = self._sim_stopped
         inbox = self.actor_inbox
         get = inbox.get
         items = inbox._items if type(inbox) is _Inbox else None  # the deque, read inline
         handle = self._handle_receive
-        while not stopped.is_set():
+        while not stopped._flag:
             envelope = items.popleft() if items else get()
             reply_to = envelope.reply_to
             try:
