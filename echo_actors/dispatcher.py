@@ -402,13 +402,15 @@ class Dispatcher(pykka.Actor):
         slots = self._slots
         if len(slots) > _SCAN:
             slots = self._random.sample(slots, _SCAN)
-        ranked = sorted(
-            ((slot.stealable(), slot) for slot in slots if slot is not thief),
-            key=lambda pair: -pair[0],
-        )
+        ranked: list[tuple[int, _Slot]] = []
+        for slot in slots:  # a loop, not sorted() over a generator: most looks find nothing
+            if slot is not thief:
+                count = slot.stealable()
+                if count > 0:
+                    ranked.append((count, slot))
+        if len(ranked) > 1:
+            ranked.sort(key=lambda pair: -pair[0])  # stable: ties keep the Sites' order
         for count, victim in ranked:
-            if count <= 0:
-                break
             stolen = self._take_from(victim, min(free, max(1, count // 2)))
             if stolen:
                 victim.steals_out += len(stolen)
@@ -460,7 +462,8 @@ class Dispatcher(pykka.Actor):
 
     def _send(self, slot: _Slot, batch: list[Ticket]) -> None:
         self._idle.discard(slot)
-        self._revoke(slot)
+        if slot.granted is not None:  # _revoke's own test, first: a call fewer per batch
+            self._revoke(slot)
         assert slot.ref is not None and slot.urn is not None
         message = Batch(slot.site, slot.urn, batch)
         with _claims:

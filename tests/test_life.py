@@ -388,6 +388,12 @@ def test_a_call_while_its_supervisor_restarts_it_waits_for_that_actor() -> None:
     """A Sequence's own Life, asked while its actor restarts: no second, unsupervised actor."""
     from echo_actors.life import _LifeActor  # noqa: PLC0415 - counting the registry's actors
 
+    before = set(pykka.ActorRegistry.get_by_class(_LifeActor))  # other tests' leftovers
+
+    def alive() -> list[pykka.ActorRef[Any]]:
+        return [r for r in pykka.ActorRegistry.get_by_class(_LifeActor)
+                if r.is_alive() and r not in before]
+
     runtime = get_runtime("simulation")
     sequence = Sequence(_plan(), sites=1, runtime=runtime).start()
     try:
@@ -399,8 +405,7 @@ def test_a_call_while_its_supervisor_restarts_it_waits_for_that_actor() -> None:
         assert sequence.supervisor is not None
         (child,) = [c for c in sequence.supervisor.which_children() if c.name == "life"]
         assert life.actor_ref is child.ref and child.ref is not old
-        assert [r for r in pykka.ActorRegistry.get_by_class(_LifeActor) if r.is_alive()] == [
-            child.ref]
+        assert alive() == [child.ref]
     finally:
         sequence.shutdown()
-    assert not [r for r in pykka.ActorRegistry.get_by_class(_LifeActor) if r.is_alive()]
+    assert not alive()

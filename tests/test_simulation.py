@@ -185,6 +185,55 @@ def test_ready_greenlets_run_in_fifo_order(rt: SimulationRuntime) -> None:
     assert rt.monotonic() == 0.0
 
 
+def test_a_wait_from_ordinary_code_returns_before_the_next_greenlet_runs(
+    rt: SimulationRuntime,
+) -> None:
+    """get() returns once its value is set, even when greenlets switch to each other directly."""
+    future = rt.future()
+    order: list[str] = []
+
+    def setter() -> None:
+        future.set(1)
+        order.append("set")
+        rt.sleep(0)  # ready again, behind "other": the kernel hands over, unless get() is done
+        order.append("setter again")
+
+    rt.spawn(setter)
+    rt.spawn(order.append, "other")
+    assert future.get() == 1 and order == ["set"]
+    rt.run()
+    assert order == ["set", "other", "setter again"]
+
+
+def test_run_for_a_time_stops_at_its_deadline_between_sleeps(rt: SimulationRuntime) -> None:
+    """run(seconds) ends at its deadline though the next sleep's end is handed over directly."""
+    ticks: list[float] = []
+
+    def ticker() -> None:
+        while True:
+            rt.sleep(1.0)
+            ticks.append(rt.monotonic())
+
+    rt.spawn(ticker)
+    rt.run(3.5)
+    assert ticks == [1.0, 2.0, 3.0] and rt.monotonic() == 3.5
+    rt.run(1.0)
+    assert ticks == [1.0, 2.0, 3.0, 4.0] and rt.monotonic() == 4.5
+
+
+def test_waiting_on_a_stopped_flag_runs_the_kernel(rt: SimulationRuntime) -> None:
+    """An actor's actor_stopped is the kernel's event: waiting on it lets the actor stop."""
+    class Idle(pykka.Actor):
+        pass
+
+    ref = bind_actor(Idle, rt).start()
+    ref.stop(block=False)
+    assert ref.is_alive()  # nothing ran yet: the stop waits in its inbox
+    assert ref.actor_stopped.wait(HOUR) and not ref.is_alive() and rt.monotonic() == 0.0
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell("too late")
+
+
 def test_timers_due_together_run_in_scheduling_order(rt: SimulationRuntime) -> None:
     """Timers at the same virtual time run in the order they were scheduled."""
     scheduler = rt.scheduler()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import queue
 import random
 import sys
@@ -31,6 +32,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, TypeVarTuple, cast
 
 import greenlet  # type: ignore[import-untyped]
 import pykka
+import pykka.messages
+from pykka._envelope import Envelope  # what pykka's own tell wraps a message in
+from pykka._future import _Unset  # what pykka.Future.__init__ sets (pykka is pinned to 4.x)
 
 from echo_actors._logging import get_logger
 from echo_actors.action import ActionSource, set_action_source
@@ -38,8 +42,9 @@ from echo_actors.runtime._action_future import ActionFuture
 from echo_actors.runtime._outcome import outcome
 
 if TYPE_CHECKING:
+    import threading
+
     from pykka._actor import ActorInbox
-    from pykka._envelope import Envelope
     from pykka._future import GetHookFunc
     from pykka._types import OptExcInfo
 
@@ -55,6 +60,8 @@ __all__ = [
 ]
 
 _log = get_logger("echo_actors.runtime")
+
+_UNSET = _Unset()
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -131,6 +138,11 @@ class SimulationKernel:
         self._heap: list[tuple[float, int, _Timer | _Waiter]] = []
         self._seq = itertools.count()
         self._hub: Any = None
+        # What the running run_until checks between steps, for _switch_out to check too.
+        self._done: Callable[[], bool] | None = None
+        self._deadline: float | None = None
+        self._pop: Callable[[], tuple[_SimGreenlet, Any]] = (
+            self._ready.popleft if self._pick is None else self._pop_random)
         self._streams: dict[str, int] = {}
         self.action_source: ActionSource | None = None
         """Made current while the kernel runs: ids and ``created_at`` of new actions."""
@@ -146,7 +158,13 @@ class SimulationKernel:
 
     def spawn(self, fn: Callable[..., object], /, *args: Any) -> _SimGreenlet:
         """Make ``fn(*args)`` a greenlet, ready to run after those ready already."""
-        glet = _SimGreenlet(lambda *_: fn(*args), self)  # the first switch passes None
+        def run(*_: object) -> None:  # the first switch passes None
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - logged; the others must still run
+                _log.exception("greenlet_failed", greenlet=repr(greenlet.getcurrent()))
+
+        glet = _SimGreenlet(run, self)
         self._ready.append((glet, None))
         return glet
 
@@ -166,7 +184,7 @@ class SimulationKernel:
             waiter.timer = self.call_at(self.now + max(0.0, timeout), self.fire, waiter, False)
         glet.waiter = waiter
         try:
-            value = self._hub.switch()
+            value = self._switch_out()
         finally:
             glet.waiter = None
         if glet.pending is not None:
@@ -227,12 +245,48 @@ class SimulationKernel:
             heapq.heappush(self._heap, (self.now + seconds, next(self._seq), waiter))
             glet.waiter = waiter
             try:
-                self._hub.switch()
+                self._switch_out()
             finally:
                 glet.waiter = None
             if glet.pending is not None:
                 exc, glet.pending = glet.pending, None
                 raise exc
+
+    def _switch_out(self) -> Any:
+        """Leave the current greenlet for what the scheduler would run next; its value.
+
+        That is the next ready greenlet, or a sleep that ends next when nothing is
+        ready: switched to directly, one switch instead of two through the
+        scheduler's loop, in the order that loop would take (and counted as its
+        step). Anything else (a timer, the deadline, ``done()``) is the loop's.
+        """
+        hub = self._hub
+        done = self._done
+        if done is None or not done():
+            ready = self._ready
+            while ready:
+                glet, value = self._pop()
+                if glet.dead:
+                    continue
+                if glet.parent is not hub:
+                    glet.parent = hub
+                self.steps += 1
+                return glet.switch(value)
+            heap = self._heap
+            if heap:
+                when, _, waiter = heap[0]
+                if (type(waiter) is _Waiter and not waiter.done and not waiter.glet.dead
+                        and (self._deadline is None or when <= self._deadline)):
+                    heapq.heappop(heap)
+                    if when > self.now:  # noqa: PLR1730 - max() is a call, per event
+                        self.now = when
+                    waiter.done = True
+                    glet = waiter.glet
+                    if glet.parent is not hub:
+                        glet.parent = hub
+                    self.steps += 1
+                    return glet.switch(True)
+        return hub.switch()
 
     def run_until(self, done: Callable[[], bool] | None, deadline: float | None = None) -> bool:
         """Run greenlets and timers until ``done()`` (``None``: never); returns ``done()``.
@@ -240,12 +294,13 @@ class SimulationKernel:
         Stops at ``deadline`` (the clock is then moved to it) or when nothing
         is ready and no timer is pending.
         """
-        previous, self._hub = self._hub, greenlet.getcurrent()
+        previous = self._hub, self._done, self._deadline
+        self._hub, self._done, self._deadline = greenlet.getcurrent(), done, deadline
         hub = self._hub
         ready = self._ready
         heap = self._heap
         heappop = heapq.heappop
-        pop = ready.popleft if self._pick is None else self._pop_random
+        pop = self._pop
         source = self.action_source
         outer = set_action_source(source) if source is not None else None
         try:
@@ -294,7 +349,7 @@ class SimulationKernel:
                 self.now = deadline
             return done is not None and done()
         finally:
-            self._hub = previous
+            self._hub, self._done, self._deadline = previous
             if source is not None:
                 set_action_source(outer)
 
@@ -330,7 +385,10 @@ class SimulationFuture(ActionFuture[T]):
     _callbacks: list[Callable[[Any], object]] | None = None
 
     def __init__(self) -> None:
-        super().__init__()
+        # pykka.Future.__init__ (and the Generic chain above it) sets only the first two:
+        # one future per action, so they are set here instead of through three initialisers.
+        self._get_hook = None
+        self._get_hook_result = _UNSET
         self._has_result = False
         self._value: Any = None
         self._exc_info: OptExcInfo | None = None
@@ -472,14 +530,45 @@ class _Inbox:
             glet = None
         while not items:
             if glet is not None:  # the actor's own greenlet: park until a put fires us
-                self._waiter = waiter = _Waiter(glet)
-                kernel.park(waiter)
+                self._waiter = glet.waiter = _Waiter(glet)  # kernel.park(), inline (no timeout)
+                try:
+                    kernel._switch_out()
+                finally:
+                    glet.waiter = None
+                if glet.pending is not None:
+                    exc, glet.pending = glet.pending, None
+                    raise exc
             elif not kernel.wait(lambda: bool(items), self._register, None):
                 raise pykka.Timeout("deadlock: nothing will ever reach this inbox")
         return items.popleft()
 
     def empty(self) -> bool:
         return not self._items
+
+
+_PYKKA_MESSAGES = (
+    # what pykka's own _handle_receive answers (the rest goes to on_receive)
+    pykka.messages._ActorStop, pykka.messages.ProxyCall,
+    pykka.messages.ProxyGetAttr, pykka.messages.ProxySetAttr,
+)
+
+_pykka_log = logging.getLogger("pykka")
+
+
+class _SimulationRef(pykka.ActorRef[Any]):
+    """pykka's ref, with ``tell`` two calls shorter (the same check, the same envelope).
+
+    A tell is most of a simulation's messages: the Site's batch, the dispatcher's
+    wake-up. pykka's reads the stopped flag through ``is_alive`` and ``is_set``; this
+    reads the actor's :class:`SimulationEvent` flag itself.
+    """
+
+    _stopped: SimulationEvent
+
+    def tell(self, message: Any) -> None:
+        if self._stopped._flag:
+            raise pykka.ActorDeadError(f"{self} not found")
+        self.actor_inbox.put(Envelope(message))
 
 
 class SimulationActor(pykka.Actor):
@@ -489,11 +578,25 @@ class SimulationActor(pykka.Actor):
     kernel), not this class itself. A greenlet killed with ``GreenletExit``
     ends the actor quietly (unregistered, asks answered with
     ``ActorDeadError``) without stopping the other actors.
+
+    Its ref's ``tell`` and its message loop are pykka's, shortened for the
+    kernel's one thread (the same steps in the same order, fewer calls per
+    message): a simulation's speed is mostly its messages' cost.
     """
 
     _sim_kernel: ClassVar[SimulationKernel]
     _sim_future: ClassVar[type[SimulationFuture[Any]]]
+    _sim_stopped: SimulationEvent
     actor_greenlet: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # pykka makes a threading.Event, whose wait() would block without running the
+        # kernel: a SimulationEvent runs it. The ref, made after, holds the same one.
+        stopped = self._sim_stopped = SimulationEvent(self._sim_kernel)
+        self.actor_stopped = cast("threading.Event", stopped)
+        ref = self._actor_ref = _SimulationRef(self)
+        ref._stopped = stopped
 
     @classmethod
     def _create_actor_inbox(cls) -> ActorInbox:
@@ -514,9 +617,41 @@ class SimulationActor(pykka.Actor):
             self.actor_stopped.set()
             self._actor_loop_teardown()
 
+    def _actor_loop_running(self) -> None:
+        # pykka's loop, step for step, with what it looks up per message looked up once.
+        stopped = self._sim_stopped
+        inbox = self.actor_inbox
+        get = inbox.get
+        items = inbox._items if type(inbox) is _Inbox else None  # the deque, read inline
+        handle = self._handle_receive
+        while not stopped._flag:
+            envelope = items.popleft() if items else get()
+            reply_to = envelope.reply_to
+            try:
+                response = handle(envelope.message)
+                if reply_to is not None:
+                    reply_to.set(response)
+            except Exception:  # noqa: BLE001 - as pykka: the asker's, or the actor's failure
+                if reply_to is not None:
+                    _pykka_log.info(f"Exception returned from {self} to caller:",
+                                    exc_info=sys.exc_info())
+                    reply_to.set_exception()
+                else:
+                    self._handle_failure(*sys.exc_info())
+                    try:
+                        self.on_failure(*sys.exc_info())
+                    except Exception:  # noqa: BLE001 - as pykka: logged, the actor stops
+                        self._handle_failure(*sys.exc_info())
+            except BaseException:  # noqa: BLE001 - as pykka: every actor stops
+                _pykka_log.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
+                self._stop()
+                pykka.ActorRegistry.stop_all()
+
     def _handle_receive(self, message: Any) -> Any:
         try:
-            return super()._handle_receive(message)
+            if isinstance(message, _PYKKA_MESSAGES):  # one check where pykka makes four
+                return super()._handle_receive(message)
+            return self.on_receive(message)
         except greenlet.GreenletExit as exc:
             pykka.ActorRegistry.unregister(self.actor_ref)
             self.actor_stopped.set()
@@ -796,6 +931,7 @@ class SimulationRuntime:
         self._future_class = cast(
             "type[SimulationFuture[Any]]", type("SimulationFuture", (SimulationFuture,), namespace)
         )
+        self.future: Callable[[], ActionFuture[Any]] = self._future_class  # one call, not two
         base: type[SimulationActor] = SimulationActor
         attributes: dict[str, Any] = {
             "_sim_kernel": self.kernel, "_sim_future": self._future_class, "__module__": __name__,
@@ -824,10 +960,6 @@ class SimulationRuntime:
     def shuffle(self) -> bool:
         """Whether the ready greenlets run in a seeded random order (see the class)."""
         return self.kernel.shuffle
-
-    def future(self) -> ActionFuture[Any]:
-        """A :class:`SimulationFuture` on this runtime's kernel."""
-        return self._future_class()
 
     def event(self) -> SimulationEvent:
         """A :class:`SimulationEvent`."""
