@@ -188,23 +188,6 @@ class Settler:
                 if state == ENDED or (outcome == CANCELLED and state in (RUNNING, AWAITING)):
                     return False  # ended already, or started: what runs finishes
                 ticket.state = ENDED
-        if outcome == COMPLETED and tally is not None:
-            action = ticket.action
-            if (action.next is None and self.observe is None
-                    and not self.production.acknowledges):
-                # A plain completion (the state set above, as for every ending): what
-                # _completed does when there is no child, observer or acknowledgement.
-                tally.completed += 1
-                future = ticket.future
-                if future is not None:
-                    future.times = Times(ticket.accepted, ticket.started, self.clock())
-                    try:  # noqa: SIM105 - suppress() costs an object on this per-action path
-                        future.set(value)
-                    except Exception:  # noqa: BLE001, S110 - set once by construction
-                        pass
-                if ticket.holds_key and action.key is not None:
-                    self._post(KeyFree(action.key))
-                return True
         own = tally is None
         if own:
             tally = Tally()

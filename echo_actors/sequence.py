@@ -64,7 +64,7 @@ class _Running(msgspec.Struct):
     """What a started Sequence holds: the books, the dispatcher's desk, the Sites' context.
 
     ``direct``: the names of ``async def`` functions whose plain actions skip the Sites
-    (see :meth:`Sequence._direct`); empty when a Site subclass, pipeline steps or a
+    (see :func:`_direct`); empty when a Site subclass, pipeline steps or a
     production other than the in-memory one must see every action.
     """
 
