@@ -96,6 +96,7 @@ class AsyncRunner:
         self._scheduled = False
         self._stopped = False
         self._inbox: deque[_Item] = deque()
+        self._fresh: deque[tuple[list[Ticket], Fate]] = deque()  # submit()'s, a batch each
         self._tasks: dict[asyncio.Future[Any], Ticket] = {}  # the loop thread's alone
         self._done = self._task_done  # one bound method for every task, not one each
         self._context = contextvars.Context()  # idem, the context _done runs in
@@ -194,11 +195,10 @@ class AsyncRunner:
                 tickets, untouched, and settles them).
         """
         loop = self._start()
-        items = [(ticket, None, fate, -1) for ticket in tickets]
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the Sequence's event loop has stopped (shutting down)")
-            self._inbox.extend(items)
+            self._fresh.append((tickets, fate))  # one item for the batch, not one per ticket
             if self._scheduled:
                 return
             self._scheduled = True
@@ -287,6 +287,18 @@ class AsyncRunner:
                 held.append(item)  # in turn, once a coroutine ends: the loop never waits
             else:
                 self._begin(item)
+        fresh = self._fresh
+        while fresh:
+            tickets, fate = fresh.popleft()
+            if held or fate.max_async_in_flight > 0:  # one at a time, as the cap allows
+                for ticket in tickets:
+                    item = (ticket, None, fate, -1)
+                    if held or self._full(item):
+                        held.append(item)
+                    else:
+                        self._start_all([ticket], fate, -1)
+            else:
+                self._start_all(tickets, fate, -1)
 
     def _full(self, item: _Item) -> bool:
         """Whether ``item`` must wait: its Fate caps the coroutines in flight, all taken."""
@@ -296,35 +308,52 @@ class AsyncRunner:
 
     def _begin(self, item: _Item) -> None:
         ticket, coroutine, fate, site = item
-        awaitable: Any = coroutine
         if coroutine is None:  # submitted here unstarted: the inbox was its only queue
-            if self._settler.cancelling:
+            self._start_all([ticket], fate, site)
+            return
+        # The task and one shared done-callback, not a wrapping coroutine: one object
+        # fewer per action in flight. _done settles the ticket from the task's outcome.
+        ticket.fate, ticket.site = fate, site
+        task = asyncio.ensure_future(coroutine)
+        self._tasks[task] = ticket
+        task.add_done_callback(self._done, context=self._context)
+
+    def _start_all(self, tickets: list[Ticket], fate: Fate | None, site: int) -> None:
+        """Call the functions of unstarted tickets and make their coroutines tasks (what
+        Site.receive and the timeout step do, for tickets without a Site), in one loop."""
+        if self._settler.cancelling:
+            for ticket in tickets:
                 self._ending(ticket, CANCELLED, None, fate, site)
-                return
+            return
+        monotonic, lookup = self._runtime.monotonic, self._settler.plan.lookup
+        create_task = asyncio.get_running_loop().create_task
+        tasks, done, context = self._tasks, self._done, self._context
+        for ticket in tickets:
             # No lock: nobody else holds a ticket of the inbox. Started now: a
             # cancellation lets it run, and the runner alone settles it.
-            ticket.state, ticket.started = AWAITING, self._runtime.monotonic()
-            try:  # what Site.receive and the timeout step do, for a ticket without a Site
+            ticket.state, ticket.started = AWAITING, monotonic()
+            try:
                 action = ticket.action
-                entry = self._settler.plan.lookup(action.name)
+                entry = lookup(action.name)
                 if entry is None:
                     raise RoutingError(f"no function serves actions named {action.name!r}")
                 signature, function = entry
                 awaitable = function(signature.convert(action.content))
                 if signature.timeout is not None:
                     awaitable = _limited(awaitable, signature.timeout, action)
-                elif not (type(awaitable) is CoroutineType or inspect.isawaitable(awaitable)):
+                if type(awaitable) is CoroutineType:
+                    task = create_task(awaitable)  # what ensure_future does, without its calls
+                elif inspect.isawaitable(awaitable):
+                    task = asyncio.ensure_future(awaitable)
+                else:
                     self._ending(ticket, COMPLETED, awaitable, fate, site)
-                    return
+                    continue
             except BaseException as exc:  # noqa: BLE001 - the action's, as in _done
                 self._ending(ticket, _failure(exc), exc, fate, site)
-                return
-        # The task and one shared done-callback, not a wrapping coroutine: one object
-        # fewer per action in flight. _done settles the ticket from the task's outcome.
-        ticket.fate, ticket.site = fate, site
-        task = asyncio.ensure_future(awaitable)
-        self._tasks[task] = ticket
-        task.add_done_callback(self._done, context=self._context)
+                continue
+            ticket.fate, ticket.site = fate, site
+            tasks[task] = ticket
+            task.add_done_callback(done, context=context)
 
     def _release(self) -> None:
         """A coroutine ended: start those that waited for its place, in their order."""
@@ -394,6 +423,11 @@ class AsyncRunner:
                 if coroutine is not None:
                     coroutine.close()
                 self._settle(ticket, ABANDONED, None, fate, site)
+        fresh = self._fresh
+        while fresh:
+            tickets, fate = fresh.popleft()
+            for ticket in tickets:
+                self._settle(ticket, ABANDONED, None, fate, -1)
 
     def _abandon(self) -> list[asyncio.Future[Any]]:
         """Hand back every attempt still awaiting (settled ABANDONED), cancel their tasks."""

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
+from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from echo_actors.times import Times
 
@@ -36,9 +40,10 @@ class Gathering:
         if n == 0:
             self.future.set_result(self.values)
 
-    def slot(self, index: int) -> Slot:
-        """What the ticket of the ``index``-th action carries as its future."""
-        return Slot(self, index)
+    def slots(self) -> Callable[[int], Slot]:
+        """``slot(index)``: what the ticket of the ``index``-th action carries as its future
+        (a partial, not a method: the Slot is made in C, no Python call per action)."""
+        return functools.partial(Slot, self)
 
     def _set(self, index: int, value: Any, error: BaseException | None) -> None:
         if error is not None:
@@ -65,15 +70,17 @@ class Gathering:
             future.set_result(self.values)
 
 
-class Slot:
-    """One action's place in a :class:`Gathering`; set once, like a runtime future."""
+class Slot(msgspec.Struct, gc=False):
+    """One action's place in a :class:`Gathering`; set once, like a runtime future.
 
-    __slots__ = ("_gathering", "_index", "times")
+    Not tracked by the garbage collector (one object fewer to traverse for each
+    action in flight): nothing a Slot refers to can refer back to it (users never
+    see a Slot; the results in the list are theirs), so it is never in a cycle.
+    """
 
-    def __init__(self, gathering: Gathering, index: int) -> None:
-        self._gathering = gathering
-        self._index = index
-        self.times: Times | None = None  # set by the settler, as on a runtime future
+    _gathering: Gathering
+    _index: int
+    times: Times | None = None  # set by the settler, as on a runtime future
 
     def set(self, value: Any = None) -> None:
         self._gathering._set(self._index, value, None)

@@ -516,7 +516,7 @@ class Sequence:
                 "or call .get() on them (simulation)")
         actions = list(actions)
         gathering = Gathering(len(actions), asyncio.get_running_loop(), return_exceptions)
-        self._submit_many(actions, gathering.slot)
+        self._submit_many(actions, gathering.slots())
         return await gathering.future
 
     def _submit_many(self, actions: Iterable[Action], future: Callable[[int], Any]) -> list[Any]:
