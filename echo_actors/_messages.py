@@ -43,11 +43,13 @@ class Batch(msgspec.Struct, frozen=True):
 
 
 class Done(msgspec.Struct, frozen=True):
-    """Dispatcher: a Site finished a batch: ``ran`` tickets, ``failed`` of them failed."""
+    """Dispatcher: a Site finished a batch: ``ran`` tickets, ``failed`` of them failed;
+    ``more``: it went on with a ticket it pulled (recorded on the desk before this)."""
 
     site: int
     ran: int
     failed: int
+    more: bool = False
 
 
 class LifeChanged(msgspec.Struct, frozen=True):

@@ -65,6 +65,9 @@ _SCAN = 16
 
 _WAKE = Wake()
 
+_LATER = 64
+"""Events left on the desk without a wake-up (:meth:`Desk.later`) before one is sent anyway."""
+
 
 class SiteStats(msgspec.Struct, frozen=True):
     """One Site's figures: queued now (mailbox + backlog), processed, failed, steals."""
@@ -152,6 +155,7 @@ class Desk:
         self.busy_keys: set[str] = set()
         self.grants: deque[Grant] = deque()  # idle Sites a submitter may send to directly
         self.quiet = False  # at the dispatcher's last look: nothing queued for any Site
+        self.pulls = False  # whether a Site that ends a batch may take its next ticket (pull)
 
     def send_direct(self, ticket: Ticket) -> bool:
         """Send a new unkeyed ticket straight to an idle Site, if the dispatcher granted one.
@@ -172,6 +176,33 @@ class Desk:
         except pykka.ActorDeadError:
             self.wake()  # its exit may be handled already: let the dispatcher take it back
         return True
+
+    def pull(self, grant: Grant) -> Batch | None:
+        """The next ticket for the Site of ``grant``, taken from the production by that Site
+        as its batch ends; None: it reports its Done and waits for the dispatcher.
+
+        What the dispatcher would send it then: the oldest waiting ticket, if unkeyed,
+        when its last look found nothing queued for any Site (``quiet``: no backlog, no
+        ordered key waiting, no Site holding more than one ticket). The ticket is
+        recorded on the desk before the Site runs it, as :meth:`send_direct` does, so
+        the dispatcher tracks it as its own at its next look; the Site adds its Done
+        after that record (``more``), so the dispatcher never finds it idle in between.
+        A keyed ticket stays where it is: keys are the dispatcher's to route.
+        """
+        if not (self.pulls and self.quiet) or self.halted or self.settler.cancelling:
+            return None
+        take = self.production.take_unkeyed
+        while True:
+            ticket = take()
+            if ticket is None:
+                return None
+            message = Batch(grant.site, grant.urn, [ticket], direct=True)
+            with _claims:
+                if ticket.state == QUEUED:  # else cancelled while it waited: dropped, as
+                    ticket.batch, ticket.state = message, SENT  # the dispatcher drops it
+                    break
+        self.events.append(Granted(grant, ticket))
+        return message
 
     def cancel_all(self) -> None:
         """Stop feeding; cancel every ticket not started (queued here, sent, or waiting).
@@ -204,6 +235,16 @@ class Desk:
         the dispatcher emptied wakes it on the next put by itself.)"""
         self.events.append(event)
         if not self.quiet or self.production.pending():
+            self.wake()
+
+    def later(self, event: Any) -> None:
+        """:meth:`post` without a wake-up: the Done of a Site that goes on with a ticket it
+        pulled. The dispatcher reads it at its next look, which that Site's next Done
+        without a pull, a put to the production it emptied, any other event or a full
+        desk (``_LATER`` events) brings."""
+        events = self.events
+        events.append(event)
+        if len(events) >= _LATER:
             self.wake()
 
     def wake(self) -> None:
@@ -486,8 +527,8 @@ class Dispatcher(pykka.Actor):
             inflight.popleft()
         slot.processed += event.ran - event.failed
         slot.failed += event.failed
-        if self._desk.halted or not slot.alive:
-            return
+        if self._desk.halted or not slot.alive or event.more:
+            return  # (more: busy with what it pulled, whether or not that ended already)
         self._feed(slot, self._window)
         if self._steal and self._idle and slot.stealable():
             for thief in list(itertools.islice(self._idle, 4)):
@@ -548,9 +589,10 @@ class Dispatcher(pykka.Actor):
         elif batch is not None and (not slot.alive or batch.urn != slot.urn):
             if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
                 slot.backlog.appendleft(ticket)
-        elif ticket.state not in _GONE:
-            slot.inflight.append(ticket)
+        else:  # busy until the Done that follows this says otherwise, even if it ended
             self._idle.discard(slot)
+            if ticket.state not in _GONE:
+                slot.inflight.append(ticket)
 
     def _requeue(self, event: Requeue) -> None:
         ticket: Ticket = event.ticket

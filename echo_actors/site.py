@@ -13,7 +13,7 @@ import pykka
 
 from echo_actors import pipeline
 from echo_actors._async import AsyncRunner
-from echo_actors._messages import Batch, Done
+from echo_actors._messages import Batch, Done, Grant
 from echo_actors._settle import CANCELLED, COMPLETED, CRASHED, FAILED, Tally
 from echo_actors._ticket import AWAITING, _claims
 from echo_actors.action import Action
@@ -170,11 +170,25 @@ class Site(pykka.Actor):
         return None
 
     def _site_run(self, batch: Batch) -> None:
+        """Run ``batch``, then each ticket the Site takes itself from the production
+        while the dispatcher has nothing else queued (see :meth:`Desk.pull`): a busy
+        Site's next action costs no message and no dispatcher turn."""
+        grant: Grant | None = None
+        next_batch: Batch | None = batch
+        while next_batch is not None:
+            if grant is None and self.site_context.desk.pulls:
+                grant = Grant(self.site_index, self.actor_urn, self.actor_ref)
+            next_batch = self._site_batch(next_batch, grant)
+
+    def _site_batch(self, batch: Batch, grant: Grant | None) -> Batch | None:
+        """Run ``batch``'s tickets, settle them, report its Done; the pulled next, if any."""
         settler = self.site_context.settler
         life = self.site_context.life._state  # the slot Life publishes its snapshots in
         tally = Tally()
         ran = 0
         clock = self.site_context.runtime.monotonic
+        pulled: Batch | None = None
+        desk = self.site_context.desk
         try:
             for ticket in batch.tickets:
                 if life.snapshot is not self.site_snapshot:
@@ -188,13 +202,19 @@ class Site(pykka.Actor):
                 ticket.started = clock()
                 ran += 1
                 self._site_attempt(ticket, settler, tally)
+            if grant is not None:
+                pulled = desk.pull(grant)  # recorded on the desk before this Done
         finally:
             try:
                 settler.flush(tally)
             finally:
-                done = Done(self.site_index, ran, tally.failed)
-                desk = self.site_context.desk
-                desk.note(done) if batch.direct else desk.post(done)
+                if pulled is not None:  # busy on: no wake-up (see Desk.later)
+                    desk.later(Done(self.site_index, ran, tally.failed, more=True))
+                elif batch.direct:
+                    desk.note(Done(self.site_index, ran, tally.failed))
+                else:
+                    desk.post(Done(self.site_index, ran, tally.failed))
+        return pulled
 
     def _site_attempt(self, ticket: Ticket, settler: Settler, tally: Tally) -> None:
         outcome, value = CRASHED, None
