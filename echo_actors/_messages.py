@@ -44,12 +44,13 @@ class Batch(msgspec.Struct, frozen=True):
 
 class Done(msgspec.Struct, frozen=True):
     """Dispatcher: a Site finished a batch: ``ran`` tickets, ``failed`` of them failed;
-    ``more``: it went on with a ticket it pulled (recorded on the desk before this)."""
+    ``pulled``: the ticket it took from the production to run next (sent to itself, and
+    recorded here before it runs), if any."""
 
     site: int
     ran: int
     failed: int
-    more: bool = False
+    pulled: Any = None
 
 
 class LifeChanged(msgspec.Struct, frozen=True):

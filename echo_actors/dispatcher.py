@@ -177,17 +177,18 @@ class Desk:
             self.wake()  # its exit may be handled already: let the dispatcher take it back
         return True
 
-    def pull(self, grant: Grant) -> Batch | None:
-        """The next ticket for the Site of ``grant``, taken from the production by that Site
-        as its batch ends; None: it reports its Done and waits for the dispatcher.
+    def pull(self, site: int, urn: str) -> Batch | None:
+        """The next ticket for Site ``site`` (incarnation ``urn``), taken from the production
+        by that Site as its batch ends, in a Batch to itself; None: it waits for the
+        dispatcher.
 
         What the dispatcher would send it then: the oldest waiting ticket, if unkeyed,
         when its last look found nothing queued for any Site (``quiet``: no backlog, no
-        ordered key waiting, no Site holding more than one ticket). The ticket is
-        recorded on the desk before the Site runs it, as :meth:`send_direct` does, so
-        the dispatcher tracks it as its own at its next look; the Site adds its Done
-        after that record (``more``), so the dispatcher never finds it idle in between.
-        A keyed ticket stays where it is: keys are the dispatcher's to route.
+        ordered key waiting, no Site holding more than one ticket). The Site's Done
+        carries the ticket (``pulled``) and is left on the desk before the ticket runs,
+        so the dispatcher tracks it as if it had sent it itself, and never finds that
+        Site idle in between. A keyed ticket stays where it is: keys are the
+        dispatcher's to route.
         """
         if not (self.pulls and self.quiet) or self.halted or self.settler.cancelling:
             return None
@@ -196,13 +197,11 @@ class Desk:
             ticket = take()
             if ticket is None:
                 return None
-            message = Batch(grant.site, grant.urn, [ticket], direct=True)
+            message = Batch(site, urn, [ticket], direct=True)
             with _claims:
                 if ticket.state == QUEUED:  # else cancelled while it waited: dropped, as
                     ticket.batch, ticket.state = message, SENT  # the dispatcher drops it
-                    break
-        self.events.append(Granted(grant, ticket))
-        return message
+                    return message
 
     def cancel_all(self) -> None:
         """Stop feeding; cancel every ticket not started (queued here, sent, or waiting).
@@ -527,8 +526,11 @@ class Dispatcher(pykka.Actor):
             inflight.popleft()
         slot.processed += event.ran - event.failed
         slot.failed += event.failed
-        if self._desk.halted or not slot.alive or event.more:
-            return  # (more: busy with what it pulled, whether or not that ended already)
+        if event.pulled is not None:
+            self._track(slot, event.pulled)  # busy with it, even if it ended already
+            return
+        if self._desk.halted or not slot.alive:
+            return
         self._feed(slot, self._window)
         if self._steal and self._idle and slot.stealable():
             for thief in list(itertools.islice(self._idle, 4)):
@@ -580,16 +582,21 @@ class Dispatcher(pykka.Actor):
 
     def _granted(self, event: Granted) -> None:
         ticket: Ticket = event.ticket
-        batch = ticket.batch
         slot = self._slots[event.grant.site]
         if slot.granted is event.grant:
             slot.granted = None
+        self._track(slot, ticket)
+
+    def _track(self, slot: _Slot, ticket: Ticket) -> None:
+        """A ticket sent to ``slot``'s Site by someone else (a submitter under a grant, or
+        the Site itself): the Site is busy until the Done that follows this."""
+        batch = ticket.batch
         if self._desk.halted:
             self._settler.settle(ticket, CANCELLED)
         elif batch is not None and (not slot.alive or batch.urn != slot.urn):
             if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
                 slot.backlog.appendleft(ticket)
-        else:  # busy until the Done that follows this says otherwise, even if it ended
+        else:
             self._idle.discard(slot)
             if ticket.state not in _GONE:
                 slot.inflight.append(ticket)

@@ -13,7 +13,7 @@ import pykka
 
 from echo_actors import pipeline
 from echo_actors._async import AsyncRunner
-from echo_actors._messages import Batch, Done, Grant
+from echo_actors._messages import Batch, Done
 from echo_actors._settle import CANCELLED, COMPLETED, CRASHED, FAILED, Tally
 from echo_actors._ticket import AWAITING, _claims
 from echo_actors.action import Action
@@ -173,14 +173,12 @@ class Site(pykka.Actor):
         """Run ``batch``, then each ticket the Site takes itself from the production
         while the dispatcher has nothing else queued (see :meth:`Desk.pull`): a busy
         Site's next action costs no message and no dispatcher turn."""
-        grant: Grant | None = None
+        pulls = self.site_context.desk.pulls
         next_batch: Batch | None = batch
         while next_batch is not None:
-            if grant is None and self.site_context.desk.pulls:
-                grant = Grant(self.site_index, self.actor_urn, self.actor_ref)
-            next_batch = self._site_batch(next_batch, grant)
+            next_batch = self._site_batch(next_batch, pulls)
 
-    def _site_batch(self, batch: Batch, grant: Grant | None) -> Batch | None:
+    def _site_batch(self, batch: Batch, pulls: bool) -> Batch | None:
         """Run ``batch``'s tickets, settle them, report its Done; the pulled next, if any."""
         settler = self.site_context.settler
         life = self.site_context.life._state  # the slot Life publishes its snapshots in
@@ -202,14 +200,14 @@ class Site(pykka.Actor):
                 ticket.started = clock()
                 ran += 1
                 self._site_attempt(ticket, settler, tally)
-            if grant is not None:
-                pulled = desk.pull(grant)  # recorded on the desk before this Done
+            if pulls:
+                pulled = desk.pull(self.site_index, self.actor_urn)
         finally:
             try:
                 settler.flush(tally)
             finally:
                 if pulled is not None:  # busy on: no wake-up (see Desk.later)
-                    desk.later(Done(self.site_index, ran, tally.failed, more=True))
+                    desk.later(Done(self.site_index, ran, tally.failed, pulled.tickets[0]))
                 elif batch.direct:
                     desk.note(Done(self.site_index, ran, tally.failed))
                 else:
