@@ -597,7 +597,8 @@ class Dispatcher(pykka.Actor):
             if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
                 slot.backlog.appendleft(ticket)
         else:
-            self._idle.discard(slot)
+            if self._idle:  # (a test first: most often empty, and discard() hashes)
+                self._idle.discard(slot)
             if ticket.state not in _GONE:
                 slot.inflight.append(ticket)
 

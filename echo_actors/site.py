@@ -172,47 +172,44 @@ class Site(pykka.Actor):
     def _site_run(self, batch: Batch) -> None:
         """Run ``batch``, then each ticket the Site takes itself from the production
         while the dispatcher has nothing else queued (see :meth:`Desk.pull`): a busy
-        Site's next action costs no message and no dispatcher turn."""
-        pulls = self.site_context.desk.pulls
-        next_batch: Batch | None = batch
-        while next_batch is not None:
-            next_batch = self._site_batch(next_batch, pulls)
-
-    def _site_batch(self, batch: Batch, pulls: bool) -> Batch | None:
-        """Run ``batch``'s tickets, settle them, report its Done; the pulled next, if any."""
-        settler = self.site_context.settler
-        life = self.site_context.life._state  # the slot Life publishes its snapshots in
-        tally = Tally()
-        ran = 0
-        clock = self.site_context.runtime.monotonic
-        pulled: Batch | None = None
-        desk = self.site_context.desk
-        try:
-            for ticket in batch.tickets:
-                if life.snapshot is not self.site_snapshot:
-                    self._site_build()  # Life published a change: from this action on
-                if settler.cancelling:
-                    if ticket.unsend(batch):  # still ours to start: cancel it instead
-                        settler.settle(ticket, CANCELLED, tally=tally)
-                    continue
-                if not ticket.claim(batch):
-                    continue  # stolen by an idle Site, or cancelled
-                ticket.started = clock()
-                ran += 1
-                self._site_attempt(ticket, settler, tally)
-            if pulls:
-                pulled = desk.pull(self.site_index, self.actor_urn)
-        finally:
+        Site's next action costs no message and no dispatcher turn. Each batch ends
+        with its Done (counts and acknowledgements flushed first), whatever happened."""
+        context = self.site_context
+        settler = context.settler
+        life = context.life._state  # the slot Life publishes its snapshots in
+        clock = context.runtime.monotonic
+        desk = context.desk
+        pulls = desk.pulls
+        pulled: Batch | None = batch
+        while pulled is not None:
+            batch, pulled = pulled, None
+            tally = Tally()
+            ran = 0
             try:
-                settler.flush(tally)
+                for ticket in batch.tickets:
+                    if life.snapshot is not self.site_snapshot:
+                        self._site_build()  # Life published a change: from this action on
+                    if settler.cancelling:
+                        if ticket.unsend(batch):  # still ours to start: cancel it instead
+                            settler.settle(ticket, CANCELLED, tally=tally)
+                        continue
+                    if not ticket.claim(batch):
+                        continue  # stolen by an idle Site, or cancelled
+                    ticket.started = clock()
+                    ran += 1
+                    self._site_attempt(ticket, settler, tally)
+                if pulls:
+                    pulled = desk.pull(self.site_index, self.actor_urn)
             finally:
-                if pulled is not None:  # busy on: no wake-up (see Desk.later)
-                    desk.later(Done(self.site_index, ran, tally.failed, pulled.tickets[0]))
-                elif batch.direct:
-                    desk.note(Done(self.site_index, ran, tally.failed))
-                else:
-                    desk.post(Done(self.site_index, ran, tally.failed))
-        return pulled
+                try:
+                    settler.flush(tally)
+                finally:
+                    if pulled is not None:  # busy on: no wake-up (see Desk.later)
+                        desk.later(Done(self.site_index, ran, tally.failed, pulled.tickets[0]))
+                    elif batch.direct:
+                        desk.note(Done(self.site_index, ran, tally.failed))
+                    else:
+                        desk.post(Done(self.site_index, ran, tally.failed))
 
     def _site_attempt(self, ticket: Ticket, settler: Settler, tally: Tally) -> None:
         outcome, value = CRASHED, None
