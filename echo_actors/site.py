@@ -180,6 +180,7 @@ class Site(pykka.Actor):
         clock = context.runtime.monotonic
         desk = context.desk
         pulls = desk.pulls
+        inbox = self.actor_inbox
         pulled: Batch | None = batch
         while pulled is not None:
             batch, pulled = pulled, None
@@ -198,7 +199,7 @@ class Site(pykka.Actor):
                     ticket.started = clock()
                     ran += 1
                     self._site_attempt(ticket, settler, tally)
-                if pulls:
+                if pulls and inbox.empty():  # what was sent here meanwhile comes first
                     pulled = desk.pull(self.site_index, self.actor_urn)
             finally:
                 try:
