@@ -203,6 +203,37 @@ class Desk:
                     ticket.batch, ticket.state = message, SENT  # the dispatcher drops it
                     return message
 
+    def idle(self, site: int, urn: str, ref: pykka.ActorRef[Any]) -> Grant | None:
+        """A Grant for Site ``site`` (incarnation ``urn``) whose :meth:`pull` found nothing,
+        left on the desk by that Site for the next submitter; None: it reports its Done
+        and the dispatcher decides.
+
+        What the dispatcher would do on that Done: with nothing queued for any Site at
+        its last look (``quiet``) and nothing waiting in the production, an idle Site
+        gets a grant. The Site's Done carries it and is left without a wake-up; the
+        dispatcher adopts it as its own at its next look (or finds it taken: the
+        submitter's ``Granted`` follows).
+        """
+        if (not (self.pulls and self.quiet) or self.halted or self.settler.cancelling
+                or self.production.pending()):
+            return None
+        grants = self.grants
+        for held in grants:  # (few: quiet means at most _SCAN Sites)
+            if held.site == site and held.urn == urn:
+                return None  # one grant per Site: it has one already
+        grant = Grant(site, urn, ref)
+        grants.append(grant)
+        return grant
+
+    def withdraw(self, grant: Grant) -> None:
+        """Take back a grant a Site left for itself (:meth:`idle`), if no submitter took
+        it: that Site was sent work by another way, so it is not idle any more."""
+        grants = self.grants
+        for i, held in enumerate(grants):
+            if held is grant:
+                del grants[i]
+                return
+
     def cancel_all(self) -> None:
         """Stop feeding; cancel every ticket not started (queued here, sent, or waiting).
 
@@ -491,8 +522,28 @@ class Dispatcher(pykka.Actor):
     def _grant(self, slot: _Slot) -> None:
         """Let one submitter send this idle Site a ticket directly."""
         if slot.granted is None and slot.alive and slot.ref is not None and slot.urn is not None:
+            grants = self._desk.grants
+            if self._desk.pulls and len(self._slots) <= _SCAN:
+                for held in grants:
+                    if held.site == slot.site and held.urn == slot.urn:
+                        return  # it left one for itself (Desk.idle): adopted at its Done
             slot.granted = Grant(slot.site, slot.urn, slot.ref)
-            self._desk.grants.append(slot.granted)
+            grants.append(slot.granted)
+
+    def _adopt(self, slot: _Slot, grant: Grant) -> bool:
+        """Make the grant a Site left for itself (:meth:`Desk.idle`) the slot's, if it is
+        still on the desk; False if not (a submitter took it, or the Site withdrew it when
+        sent work: busy either way). Dropped instead if the slot has a grant already or
+        was sent work since (then it is not idle any more)."""
+        grants = self._desk.grants
+        for i, held in enumerate(grants):
+            if held is grant:
+                if slot.granted is None and not slot.inflight:
+                    slot.granted = grant
+                else:
+                    del grants[i]
+                return True
+        return False
 
     def _revoke(self, slot: _Slot) -> None:
         grant, slot.granted = slot.granted, None
@@ -529,6 +580,8 @@ class Dispatcher(pykka.Actor):
         if event.pulled is not None:
             self._track(slot, event.pulled)  # busy with it, even if it ended already
             return
+        if event.grant is not None and not self._adopt(slot, event.grant):
+            return  # its grant was taken: busy with that ticket (its Granted follows)
         if self._desk.halted or not slot.alive:
             return
         self._feed(slot, self._window)
@@ -599,8 +652,13 @@ class Dispatcher(pykka.Actor):
         else:
             if self._idle:  # (a test first: most often empty, and discard() hashes)
                 self._idle.discard(slot)
+            if slot.granted is not None:  # given while this was on its way: not idle now
+                self._revoke(slot)
             if ticket.state not in _GONE:
                 slot.inflight.append(ticket)
+                if self._steal and self._idle and len(slot.inflight) > 1 and slot.stealable():
+                    for thief in list(itertools.islice(self._idle, 4)):  # as in _done
+                        self._feed(thief, self._window)
 
     def _requeue(self, event: Requeue) -> None:
         ticket: Ticket = event.ticket

@@ -13,7 +13,7 @@ import pykka
 
 from echo_actors import pipeline
 from echo_actors._async import AsyncRunner
-from echo_actors._messages import Batch, Done
+from echo_actors._messages import Batch, Done, Grant
 from echo_actors._settle import CANCELLED, COMPLETED, CRASHED, FAILED, Tally
 from echo_actors._ticket import AWAITING, _claims
 from echo_actors.action import Action
@@ -108,6 +108,7 @@ class Site(pykka.Actor):
         self._site_plain: pipeline.Next = self._site_receive
         self._site_bare = False
         self._site_life = site_context.life
+        self._site_grant: Grant | None = None  # the grant it left for itself (Desk.idle)
 
     def on_start(self) -> None:
         self._site_build()
@@ -181,9 +182,13 @@ class Site(pykka.Actor):
         desk = context.desk
         pulls = desk.pulls
         inbox = self.actor_inbox
+        if self._site_grant is not None:  # sent work: the grant it left is not for now
+            desk.withdraw(self._site_grant)
+            self._site_grant = None
         pulled: Batch | None = batch
         while pulled is not None:
             batch, pulled = pulled, None
+            grant: Grant | None = None
             tally = Tally()
             ran = 0
             try:
@@ -201,12 +206,17 @@ class Site(pykka.Actor):
                     self._site_attempt(ticket, settler, tally)
                 if pulls and inbox.empty():  # what was sent here meanwhile comes first
                     pulled = desk.pull(self.site_index, self.actor_urn)
+                    if pulled is None:
+                        grant = self._site_grant = desk.idle(
+                            self.site_index, self.actor_urn, self.actor_ref)
             finally:
                 try:
                     settler.flush(tally)
                 finally:
                     if pulled is not None:  # busy on: no wake-up (see Desk.later)
                         desk.later(Done(self.site_index, ran, tally.failed, pulled.tickets[0]))
+                    elif grant is not None:  # idle under its own grant: no wake-up either
+                        desk.later(Done(self.site_index, ran, tally.failed, grant=grant))
                     elif batch.direct:
                         desk.note(Done(self.site_index, ran, tally.failed))
                     else:

@@ -133,6 +133,38 @@ def test_an_action_cancelled_in_the_queue_is_not_pulled(
     assert (stats.completed, stats.cancelled, stats.outstanding) == (3, 1, 0)
 
 
+class _DirectRecorder(_Recorder):
+    """Records, for each Batch message, its tickets' contents and whether a submitter
+    (or the Site itself) sent it directly."""
+
+    sent: list[tuple[list[Any], bool]]
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Batch):
+            self.sent.append(([t.action.content for t in message.tickets], message.direct))
+        return super().on_receive(message)
+
+
+def test_an_idle_site_is_sent_the_next_action_directly(
+    every_runtime: Runtime, make_sequence: Callable[..., Sequence]
+) -> None:
+    """One action at a time: each goes straight to the idle Site (the grant it left for
+    itself), none through the dispatcher; the dispatcher's books still add up."""
+    rt = every_runtime
+    plan, _started, _gate = _gated(rt)
+    site = type("Recorder", (_DirectRecorder,), {"runs": [], "messages": [], "sent": []})
+    sequence = make_sequence(plan, site=site, sites=1, fate=Fate(mailbox_window=1), runtime=rt)
+    for n in range(5):
+        assert sequence.submit(Action("Quick", n)).get(timeout=LIMIT) == n
+        assert sequence.join(LIMIT)  # the Site has ended its batch (and left its grant)
+    assert [contents for contents, _ in site.sent] == [[n] for n in range(5)]
+    # (The first may come before the Site was known to idle; then each after its Done.)
+    assert [direct for _, direct in site.sent[1:]] == [True] * 4
+    stats = sequence.stats()
+    assert [(s.processed, s.depth) for s in stats.sites] == [(5, 0)]
+    assert stats.completed == 5
+
+
 def test_a_durable_production_is_never_pulled_from() -> None:
     """Only the in-memory Production lets Sites take from it (a durable one's take is its own)."""
 
