@@ -19,6 +19,13 @@ ordered keys still run one at a time, in order.
 The dispatcher alone owns the queues and the Sites' refs. Everything else
 reaches it through its :class:`Desk`, a queue of events that outlives a
 crashed dispatcher: its successor takes the desk over and reconciles.
+
+Two of its decisions are delegated, when its last look found nothing queued for
+any Site (at most ``_SCAN`` Sites, the in-memory production): a Site that ends a
+batch takes the production's oldest ticket itself if it is unkeyed
+(:meth:`Desk.pull`), or, finding nothing, leaves a grant for itself
+(:meth:`Desk.idle`). Its Done carries either, left on the desk without a
+wake-up, and the dispatcher tracks them as its own at its next look.
 """
 
 from __future__ import annotations

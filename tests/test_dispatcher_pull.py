@@ -61,14 +61,16 @@ def _gated(rt: Runtime) -> tuple[Plan, Any, Any]:
     return plan, started, gate
 
 
+@pytest.mark.parametrize("discipline", ["steal", "fifo"])
 def test_a_busy_site_runs_the_queue_without_a_message_per_action(
-    every_runtime: Runtime, make_sequence: Callable[..., Sequence]
+    every_runtime: Runtime, make_sequence: Callable[..., Sequence], discipline: str
 ) -> None:
     """Work queued behind a busy Site runs in order on it, all from one Batch message."""
     rt = every_runtime
     plan, started, gate = _gated(rt)
     site = _recorder()
-    sequence = make_sequence(plan, site=site, sites=1, fate=Fate(mailbox_window=1), runtime=rt)
+    fate = Fate(mailbox_window=1, discipline=discipline)
+    sequence = make_sequence(plan, site=site, sites=1, fate=fate, runtime=rt)
     first = sequence.submit(Action("Hold", "first"))
     assert started.wait(LIMIT)
     rest = [sequence.submit(Action("Quick", n)) for n in range(50)]
