@@ -224,22 +224,20 @@ class Desk:
         if (not (self.pulls and self.quiet) or self.halted or self.settler.cancelling
                 or self.production.pending()):
             return None
-        grants = self.grants
-        for held in grants:  # (few: quiet means at most _SCAN Sites)
+        # A copy (one C call): submitters pop grants from other threads meanwhile, and a
+        # deque changed while a loop walks it raises. Few: quiet means at most _SCAN Sites.
+        for held in list(self.grants):
             if held.site == site and held.urn == urn:
                 return None  # one grant per Site: it has one already
         grant = Grant(site, urn, ref)
-        grants.append(grant)
+        self.grants.append(grant)
         return grant
 
     def withdraw(self, grant: Grant) -> None:
         """Take back a grant a Site left for itself (:meth:`idle`), if no submitter took
         it: that Site was sent work by another way, so it is not idle any more."""
-        grants = self.grants
-        for i, held in enumerate(grants):
-            if held is grant:
-                del grants[i]
-                return
+        with contextlib.suppress(ValueError):  # taken: that submitter's Granted follows
+            self.grants.remove(grant)  # (one C call, as _revoke's: equal fields, one Site)
 
     def cancel_all(self) -> None:
         """Stop feeding; cancel every ticket not started (queued here, sent, or waiting).
@@ -531,7 +529,7 @@ class Dispatcher(pykka.Actor):
         if slot.granted is None and slot.alive and slot.ref is not None and slot.urn is not None:
             grants = self._desk.grants
             if self._desk.pulls and len(self._slots) <= _SCAN:
-                for held in grants:
+                for held in list(grants):  # a copy: see Desk.idle
                     if held.site == slot.site and held.urn == slot.urn:
                         return  # it left one for itself (Desk.idle): adopted at its Done
             slot.granted = Grant(slot.site, slot.urn, slot.ref)
@@ -543,12 +541,13 @@ class Dispatcher(pykka.Actor):
         sent work: busy either way). Dropped instead if the slot has a grant already or
         was sent work since (then it is not idle any more)."""
         grants = self._desk.grants
-        for i, held in enumerate(grants):
+        for held in list(grants):  # a copy: see Desk.idle
             if held is grant:
                 if slot.granted is None and not slot.inflight:
-                    slot.granted = grant
+                    slot.granted = grant  # (taken meanwhile: its Granted clears it)
                 else:
-                    del grants[i]
+                    with contextlib.suppress(ValueError):
+                        grants.remove(grant)
                 return True
         return False
 

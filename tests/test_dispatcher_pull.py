@@ -3,21 +3,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from gevent import monkey
 
 from echo_actors import Action, Fate, Life, Plan, Sequence, Signature, Site
-from echo_actors._messages import Batch
+from echo_actors._ledger import Ledger
+from echo_actors._messages import Batch, Grant
+from echo_actors._settle import Settler
 from echo_actors._ticket import Ticket
+from echo_actors.dispatcher import Desk
 from echo_actors.errors import CancellationError
 from echo_actors.production import Production
-from echo_actors.runtime import Runtime, SimulationRuntime
+from echo_actors.runtime import Runtime, SimulationRuntime, get_runtime
 
 LIMIT = 10.0
 
@@ -246,6 +253,8 @@ def _race(count: int) -> tuple[int, int]:
     return len(got[0]) + len(got[1]), len(got[2])
 
 
+@pytest.mark.skipif(monkey.is_module_patched("threading"),
+                    reason="threads are greenlets here: nothing preempts them mid-take")
 def test_take_unkeyed_beside_take_loses_and_repeats_nothing() -> None:
     """Threads taking the head by identity and in batches share the queue without overlap."""
     count = int(os.environ.get("ECHO_PULL_TICKETS", "20000"))
@@ -258,3 +267,82 @@ def test_take_unkeyed_beside_take_loses_and_repeats_nothing() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert any(pulled and taken for pulled, taken in rounds), rounds
+
+
+def test_threads_submitting_beside_pulling_and_self_granting_sites_run_each_once() -> None:
+    """Four submitter threads, four Sites that pull and grant themselves: every action
+    runs exactly once and the books add up (the desk's grants are shared across threads)."""
+    per = int(os.environ.get("ECHO_PULL_ACTIONS", "2000"))
+    runs: Counter[Any] = Counter()
+    lock = threading.Lock()
+
+    def work(content: Any) -> Any:
+        with lock:
+            runs[tuple(content)] += 1
+        return content
+
+    plan = Plan().with_signature(Signature("Work")).with_function("Work", work).build()
+    go = threading.Barrier(4)
+    with Sequence(plan, sites=4, fate=Fate(sites=4, mailbox_window=1)) as sequence:
+
+        def submit(t: int) -> list[Any]:
+            go.wait(LIMIT)
+            results = []
+            for start in range(0, per, 50):  # bursts, then a wait: Sites go idle and busy
+                futures = [sequence.submit(Action("Work", [t, n]))
+                           for n in range(start, start + 50)]
+                results += [f.get(timeout=LIMIT) for f in futures]
+            return results
+
+        threads = [ThreadPoolExecutor(1) for _ in range(4)]
+        outcomes = [pool.submit(submit, t) for t, pool in enumerate(threads)]
+        results = [row for outcome in outcomes for row in outcome.result(60)]
+        for pool in threads:
+            pool.shutdown()
+        assert sequence.join(LIMIT)
+        stats = sequence.stats()
+    assert len(results) == 4 * per and len(runs) == 4 * per and set(runs.values()) == {1}
+    assert stats.completed == stats.accepted == 4 * per and stats.outstanding == 0
+    assert sum(site.processed for site in stats.sites) == 4 * per
+    assert all(site.depth == 0 for site in stats.sites)
+
+
+def test_a_sites_grant_bookkeeping_survives_submitters_taking_grants_meanwhile() -> None:
+    """Desk.idle and Desk.withdraw, called while another thread takes and leaves grants on
+    the same desk: neither raises (the grants are a deque other threads change)."""
+    runtime = get_runtime("thread")
+    production = Production()
+    desk = Desk(8, production)
+    desk.settler = Settler(Plan().build(), production, Ledger(runtime.event()),
+                           runtime.scheduler(), random.Random(0), desk.post)
+    desk.pulls = desk.quiet = True
+    others = [Grant(site, f"urn-{site}", None) for site in range(1, 8)]
+    desk.grants.extend(others)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:  # a submitter taking grants, and the dispatcher leaving them
+        while not stop.is_set():
+            for grant in others:
+                with contextlib.suppress(ValueError):
+                    desk.grants.remove(grant)
+                desk.grants.append(grant)
+
+    rounds = int(os.environ.get("ECHO_PULL_ROUNDS", "20000"))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(rounds):
+            grant = desk.idle(0, "urn-0", None)
+            assert grant is not None and grant.site == 0
+            desk.withdraw(grant)
+    except BaseException as exc:
+        errors.append(exc)
+    finally:
+        stop.set()
+        thread.join(LIMIT)
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    assert not any(held.site == 0 for held in desk.grants)
