@@ -163,6 +163,7 @@ class Desk:
         self.grants: deque[Grant] = deque()  # idle Sites a submitter may send to directly
         self.quiet = False  # at the dispatcher's last look: nothing queued for any Site
         self.pulls = False  # whether a Site that ends a batch may take its next ticket (pull)
+        self.window = 1  # the most tickets a Site holds (its pull's limit): the dispatcher's
 
     def send_direct(self, ticket: Ticket) -> bool:
         """Send a new unkeyed ticket straight to an idle Site, if the dispatcher granted one.
@@ -185,30 +186,37 @@ class Desk:
         return True
 
     def pull(self, site: int, urn: str) -> Batch | None:
-        """The next ticket for Site ``site`` (incarnation ``urn``), taken from the production
-        by that Site as its batch ends, in a Batch to itself; None: it waits for the
-        dispatcher.
+        """The next tickets for Site ``site`` (incarnation ``urn``), taken from the
+        production by that Site as its batch ends, in a Batch to itself; None: it waits
+        for the dispatcher.
 
-        What the dispatcher would send it then: the oldest waiting ticket, if unkeyed,
-        when its last look found nothing queued for any Site (``quiet``: no backlog, no
-        ordered key waiting, no Site holding more than one ticket). The Site's Done
-        carries the ticket (``pulled``) and is left on the desk before the ticket runs,
-        so the dispatcher tracks it as if it had sent it itself, and never finds that
-        Site idle in between. A keyed ticket stays where it is: keys are the
-        dispatcher's to route.
+        What the dispatcher would send it then: its share of what waits (as many as
+        the production holds per Site, at most ``window``), oldest first, as long as
+        they are unkeyed, when its last look found nothing queued for any Site
+        (``quiet``: no backlog, no ordered key waiting, no Site holding more than one
+        ticket). The Site's Done carries them (``pulled``) and is left on the desk
+        before they run, so the dispatcher tracks them as if it had sent them itself,
+        and never finds that Site idle in between. A keyed ticket stays where it is:
+        keys are the dispatcher's to route.
         """
         if not (self.pulls and self.quiet) or self.halted or self.settler.cancelling:
             return None
-        take = self.production.take_unkeyed
-        while True:
-            ticket = take()
-            if ticket is None:
-                return None
-            message = Batch(site, urn, [ticket], direct=True)
-            with _claims:
+        production = self.production
+        want = self.window
+        if want > 1:  # (a window of 1, as a simulation's M/M/c has, needs no sums)
+            want = max(1, min(want, -(-production.pending() // len(self.slots))))
+        take = production.take_unkeyed
+        tickets: list[Ticket] = []
+        message = Batch(site, urn, tickets, direct=True)
+        with _claims:  # (take_unkeyed never switches)
+            while len(tickets) < want:
+                ticket = take()
+                if ticket is None:
+                    break
                 if ticket.state == QUEUED:  # else cancelled while it waited: dropped, as
                     ticket.batch, ticket.state = message, SENT  # the dispatcher drops it
-                    return message
+                    tickets.append(ticket)
+        return message if tickets else None
 
     def idle(self, site: int, urn: str, ref: pykka.ActorRef[Any]) -> Grant | None:
         """A Grant for Site ``site`` (incarnation ``urn``) whose :meth:`pull` found nothing,
@@ -584,7 +592,8 @@ class Dispatcher(pykka.Actor):
         slot.processed += event.ran - event.failed
         slot.failed += event.failed
         if event.pulled is not None:
-            self._track(slot, event.pulled)  # busy with it, even if it ended already
+            for ticket in event.pulled:
+                self._track(slot, ticket)  # busy with them, even if they ended already
             return
         if event.grant is not None and not self._adopt(slot, event.grant):
             return  # its grant was taken: busy with that ticket (its Granted follows)

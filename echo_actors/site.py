@@ -214,7 +214,7 @@ class Site(pykka.Actor):
                     settler.flush(tally)
                 finally:
                     if pulled is not None:  # busy on: no wake-up (see Desk.later)
-                        desk.later(Done(self.site_index, ran, tally.failed, pulled.tickets[0]))
+                        desk.later(Done(self.site_index, ran, tally.failed, pulled.tickets))
                     elif grant is not None:  # idle under its own grant: no wake-up either
                         desk.later(Done(self.site_index, ran, tally.failed, grant=grant))
                     elif batch.direct:

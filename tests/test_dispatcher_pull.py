@@ -68,15 +68,16 @@ def _gated(rt: Runtime) -> tuple[Plan, Any, Any]:
     return plan, started, gate
 
 
-@pytest.mark.parametrize("discipline", ["steal", "fifo"])
+@pytest.mark.parametrize(("discipline", "window"), [("steal", 1), ("fifo", 1)])
 def test_a_busy_site_runs_the_queue_without_a_message_per_action(
-    every_runtime: Runtime, make_sequence: Callable[..., Sequence], discipline: str
+    every_runtime: Runtime, make_sequence: Callable[..., Sequence], discipline: str,
+    window: int,
 ) -> None:
     """Work queued behind a busy Site runs in order on it, all from one Batch message."""
     rt = every_runtime
     plan, started, gate = _gated(rt)
     site = _recorder()
-    fate = Fate(mailbox_window=1, discipline=discipline)
+    fate = Fate(mailbox_window=window, discipline=discipline)
     sequence = make_sequence(plan, site=site, sites=1, fate=fate, runtime=rt)
     first = sequence.submit(Action("Hold", "first"))
     assert started.wait(LIMIT)
