@@ -2,7 +2,7 @@
 """Simulation runtime benchmarks: an M/M/c queue beside SimPy, and the bank example.
 
     python benchmarks/bench_simulation.py [--customers 50000] [--servers 1,4] [--load 0.8]
-                                          [--runs 3] [--window 1] [--bank/--no-bank]
+                                          [--runs 3] [--window 1] [--bank/--no-bank] [--calls]
 
 **M/M/c.** The same model written twice, on the same random streams:
 Poisson arrivals (rate ``load * c``), exponential service (mean 1), ``c``
@@ -28,6 +28,10 @@ clock cost alone, so that the rest of echo_actors' figure is the actor path
 **The bank.** examples/bank.py at 10,000 accounts on the simulation runtime,
 beside the same model on the thread runtime (durations / 1000, and without
 waits): events per wall second.
+
+``--calls`` counts instead of timing: the Python and C calls per customer of
+each engine over one run (``sys.setprofile``), figures that a loaded machine
+does not change.
 
 Not a test: nothing here asserts; it measures.
 """
@@ -216,6 +220,37 @@ def best(fn: Any, runs: int, *args: Any) -> Run:
     return result
 
 
+def calls(args: argparse.Namespace) -> None:
+    """Print the Python and C calls per customer of each engine (one run, ``sys.setprofile``).
+
+    Deterministic, unlike times: the same on a loaded machine as on an idle one.
+    """
+    print(f"calls per customer: {args.customers} customers, load {args.load}, mailbox_window "
+          f"{args.window} (sys.setprofile: 'call' and 'c_call' events / customers)")
+    print(f"{'c':>3} {'engine':12} {'Python':>7} {'C':>7} {'together':>9}")
+    for servers in args.servers:
+        work = workload(args.customers, servers, args.load, args.seed)
+        runs: list[tuple[str, Any, tuple[Any, ...]]] = [
+            ("SimPy", run_simpy, (work,)), ("echo_actors", run_echo, (work, args.window)),
+            ("kernel only", run_kernel, (work,)),
+        ]
+        for label, run, run_args in runs:
+            run(*run_args)  # once first: imports and first-use caches are not per customer
+            counts = {"call": 0, "c_call": 0}
+
+            def count(_frame: Any, event: str, _arg: Any, counts: dict[str, int] = counts) -> None:
+                if event in counts:
+                    counts[event] += 1
+
+            sys.setprofile(count)
+            try:
+                run(*run_args)
+            finally:
+                sys.setprofile(None)
+            py, c = (counts[k] / args.customers for k in ("call", "c_call"))
+            print(f"{servers:3d} {label:12} {py:7.1f} {c:7.1f} {py + c:9.1f}")
+
+
 def mmc(args: argparse.Namespace) -> None:
     """Print the M/M/c rows: SimPy and echo_actors side by side, with the ratio."""
     print(f"M/M/c: {args.customers} customers, load {args.load}, service mean 1, "
@@ -317,6 +352,8 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=16, help="the bank's tellers")
     parser.add_argument("--thread-runs", type=int, default=1,
                         help="bank runs on the thread runtime (one OS thread per account: slow)")
+    parser.add_argument("--calls", action="store_true",
+                        help="count calls per customer instead of timing (try --customers 5000)")
     args = parser.parse_args()
     if not 0 < args.load < 1:
         parser.error("--load must be in (0, 1): the queue is unstable otherwise")
@@ -324,6 +361,9 @@ def main() -> None:
         parser.error("--customers, --runs, --window and every --servers must be >= 1")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     logging.getLogger("pykka").setLevel(logging.CRITICAL)
+    if args.calls:
+        calls(args)
+        return
     mmc(args)
     if args.bank:
         print()

@@ -43,11 +43,16 @@ class Batch(msgspec.Struct, frozen=True):
 
 
 class Done(msgspec.Struct, frozen=True):
-    """Dispatcher: a Site finished a batch: ``ran`` tickets, ``failed`` of them failed."""
+    """Dispatcher: a Site finished a batch: ``ran`` tickets, ``failed`` of them failed;
+    ``pulled``: the tickets it took from the production to run next (sent to itself, and
+    recorded here before they run), if any; ``grant``: the Grant it left on the desk for
+    itself, idle with nothing waiting (see :meth:`~echo_actors.dispatcher.Desk.idle`)."""
 
     site: int
     ran: int
     failed: int
+    pulled: Any = None
+    grant: Any = None
 
 
 class LifeChanged(msgspec.Struct, frozen=True):

@@ -19,6 +19,13 @@ ordered keys still run one at a time, in order.
 The dispatcher alone owns the queues and the Sites' refs. Everything else
 reaches it through its :class:`Desk`, a queue of events that outlives a
 crashed dispatcher: its successor takes the desk over and reconciles.
+
+Two of its decisions are delegated, when its last look found nothing queued for
+any Site (at most ``_SCAN`` Sites, the in-memory production): a Site that ends a
+batch takes the production's oldest ticket itself if it is unkeyed
+(:meth:`Desk.pull`), or, finding nothing, leaves a grant for itself
+(:meth:`Desk.idle`). Its Done carries either, left on the desk without a
+wake-up, and the dispatcher tracks them as its own at its next look.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ _SCAN = 16
 """Up to this many Sites, a thief ranks every queue; beyond, a random sample of this many."""
 
 _WAKE = Wake()
+
+_LATER = 64
+"""Events left on the desk without a wake-up (:meth:`Desk.later`) before one is sent anyway."""
 
 
 class SiteStats(msgspec.Struct, frozen=True):
@@ -152,6 +162,8 @@ class Desk:
         self.busy_keys: set[str] = set()
         self.grants: deque[Grant] = deque()  # idle Sites a submitter may send to directly
         self.quiet = False  # at the dispatcher's last look: nothing queued for any Site
+        self.pulls = False  # whether a Site that ends a batch may take its next ticket (pull)
+        self.window = 1  # the most tickets a Site holds (its pull's limit): the dispatcher's
 
     def send_direct(self, ticket: Ticket) -> bool:
         """Send a new unkeyed ticket straight to an idle Site, if the dispatcher granted one.
@@ -172,6 +184,68 @@ class Desk:
         except pykka.ActorDeadError:
             self.wake()  # its exit may be handled already: let the dispatcher take it back
         return True
+
+    def pull(self, site: int, urn: str) -> Batch | None:
+        """The next tickets for Site ``site`` (incarnation ``urn``), taken from the
+        production by that Site as its batch ends, in a Batch to itself; None: it waits
+        for the dispatcher.
+
+        What the dispatcher would send it then: its share of what waits (as many as
+        the production holds per Site, at most ``window``), oldest first, as long as
+        they are unkeyed, when its last look found nothing queued for any Site
+        (``quiet``: no backlog, no ordered key waiting, no Site holding more than one
+        ticket). The Site's Done carries them (``pulled``) and is left on the desk
+        before they run, so the dispatcher tracks them as if it had sent them itself,
+        and never finds that Site idle in between. A keyed ticket stays where it is:
+        keys are the dispatcher's to route.
+        """
+        if not (self.pulls and self.quiet) or self.halted or self.settler.cancelling:
+            return None
+        production = self.production
+        want = self.window
+        if want > 1:  # (a window of 1, as a simulation's M/M/c has, needs no sums)
+            want = max(1, min(want, -(-production.pending() // len(self.slots))))
+        take = production.take_unkeyed
+        tickets: list[Ticket] = []
+        message = Batch(site, urn, tickets, direct=True)
+        with _claims:  # (take_unkeyed never switches)
+            while len(tickets) < want:
+                ticket = take()
+                if ticket is None:
+                    break
+                if ticket.state == QUEUED:  # else cancelled while it waited: dropped, as
+                    ticket.batch, ticket.state = message, SENT  # the dispatcher drops it
+                    tickets.append(ticket)
+        return message if tickets else None
+
+    def idle(self, site: int, urn: str, ref: pykka.ActorRef[Any]) -> Grant | None:
+        """A Grant for Site ``site`` (incarnation ``urn``) whose :meth:`pull` found nothing,
+        left on the desk by that Site for the next submitter; None: it reports its Done
+        and the dispatcher decides.
+
+        What the dispatcher would do on that Done: with nothing queued for any Site at
+        its last look (``quiet``) and nothing waiting in the production, an idle Site
+        gets a grant. The Site's Done carries it and is left without a wake-up; the
+        dispatcher adopts it as its own at its next look (or finds it taken: the
+        submitter's ``Granted`` follows).
+        """
+        if (not (self.pulls and self.quiet) or self.halted or self.settler.cancelling
+                or self.production.pending()):
+            return None
+        # A copy (one C call): submitters pop grants from other threads meanwhile, and a
+        # deque changed while a loop walks it raises. Few: quiet means at most _SCAN Sites.
+        for held in list(self.grants):
+            if held.site == site and held.urn == urn:
+                return None  # one grant per Site: it has one already
+        grant = Grant(site, urn, ref)
+        self.grants.append(grant)
+        return grant
+
+    def withdraw(self, grant: Grant) -> None:
+        """Take back a grant a Site left for itself (:meth:`idle`), if no submitter took
+        it: that Site was sent work by another way, so it is not idle any more."""
+        with contextlib.suppress(ValueError):  # taken: that submitter's Granted follows
+            self.grants.remove(grant)  # (one C call, as _revoke's: equal fields, one Site)
 
     def cancel_all(self) -> None:
         """Stop feeding; cancel every ticket not started (queued here, sent, or waiting).
@@ -204,6 +278,16 @@ class Desk:
         the dispatcher emptied wakes it on the next put by itself.)"""
         self.events.append(event)
         if not self.quiet or self.production.pending():
+            self.wake()
+
+    def later(self, event: Any) -> None:
+        """:meth:`post` without a wake-up: the Done of a Site that goes on with a ticket it
+        pulled. The dispatcher reads it at its next look, which that Site's next Done
+        without a pull, a put to the production it emptied, any other event or a full
+        desk (``_LATER`` events) brings."""
+        events = self.events
+        events.append(event)
+        if len(events) >= _LATER:
             self.wake()
 
     def wake(self) -> None:
@@ -451,8 +535,29 @@ class Dispatcher(pykka.Actor):
     def _grant(self, slot: _Slot) -> None:
         """Let one submitter send this idle Site a ticket directly."""
         if slot.granted is None and slot.alive and slot.ref is not None and slot.urn is not None:
+            grants = self._desk.grants
+            if self._desk.pulls and len(self._slots) <= _SCAN:
+                for held in list(grants):  # a copy: see Desk.idle
+                    if held.site == slot.site and held.urn == slot.urn:
+                        return  # it left one for itself (Desk.idle): adopted at its Done
             slot.granted = Grant(slot.site, slot.urn, slot.ref)
-            self._desk.grants.append(slot.granted)
+            grants.append(slot.granted)
+
+    def _adopt(self, slot: _Slot, grant: Grant) -> bool:
+        """Make the grant a Site left for itself (:meth:`Desk.idle`) the slot's, if it is
+        still on the desk; False if not (a submitter took it, or the Site withdrew it when
+        sent work: busy either way). Dropped instead if the slot has a grant already or
+        was sent work since (then it is not idle any more)."""
+        grants = self._desk.grants
+        for held in list(grants):  # a copy: see Desk.idle
+            if held is grant:
+                if slot.granted is None and not slot.inflight:
+                    slot.granted = grant  # (taken meanwhile: its Granted clears it)
+                else:
+                    with contextlib.suppress(ValueError):
+                        grants.remove(grant)
+                return True
+        return False
 
     def _revoke(self, slot: _Slot) -> None:
         grant, slot.granted = slot.granted, None
@@ -486,6 +591,12 @@ class Dispatcher(pykka.Actor):
             inflight.popleft()
         slot.processed += event.ran - event.failed
         slot.failed += event.failed
+        if event.pulled is not None:
+            for ticket in event.pulled:
+                self._track(slot, ticket)  # busy with them, even if they ended already
+            return
+        if event.grant is not None and not self._adopt(slot, event.grant):
+            return  # its grant was taken: busy with that ticket (its Granted follows)
         if self._desk.halted or not slot.alive:
             return
         self._feed(slot, self._window)
@@ -539,18 +650,30 @@ class Dispatcher(pykka.Actor):
 
     def _granted(self, event: Granted) -> None:
         ticket: Ticket = event.ticket
-        batch = ticket.batch
         slot = self._slots[event.grant.site]
         if slot.granted is event.grant:
             slot.granted = None
+        self._track(slot, ticket)
+
+    def _track(self, slot: _Slot, ticket: Ticket) -> None:
+        """A ticket sent to ``slot``'s Site by someone else (a submitter under a grant, or
+        the Site itself): the Site is busy until the Done that follows this."""
+        batch = ticket.batch
         if self._desk.halted:
             self._settler.settle(ticket, CANCELLED)
         elif batch is not None and (not slot.alive or batch.urn != slot.urn):
             if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
                 slot.backlog.appendleft(ticket)
-        elif ticket.state not in _GONE:
-            slot.inflight.append(ticket)
-            self._idle.discard(slot)
+        else:
+            if self._idle:  # (a test first: most often empty, and discard() hashes)
+                self._idle.discard(slot)
+            if slot.granted is not None:  # given while this was on its way: not idle now
+                self._revoke(slot)
+            if ticket.state not in _GONE:
+                slot.inflight.append(ticket)
+                if self._steal and self._idle and len(slot.inflight) > 1 and slot.stealable():
+                    for thief in list(itertools.islice(self._idle, 4)):  # as in _done
+                        self._feed(thief, self._window)
 
     def _requeue(self, event: Requeue) -> None:
         ticket: Ticket = event.ticket

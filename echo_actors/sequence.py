@@ -237,6 +237,8 @@ class Sequence:
         ledger = Ledger(runtime.event(), fate.max_dead_letters)
         scheduler = runtime.scheduler()
         desk = Desk(self.sites, self.production, shared=fate.discipline == "fifo")
+        desk.pulls = type(self.production) is Production  # a durable one's take is its own
+        desk.window = 1 if fate.discipline == "fifo" else fate.mailbox_window
         settler = Settler(self.plan, self.production, ledger, scheduler,
                           runtime.random("settler"), desk.post, runtime.monotonic)
         desk.settler = settler

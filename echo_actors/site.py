@@ -13,7 +13,7 @@ import pykka
 
 from echo_actors import pipeline
 from echo_actors._async import AsyncRunner
-from echo_actors._messages import Batch, Done
+from echo_actors._messages import Batch, Done, Grant
 from echo_actors._settle import CANCELLED, COMPLETED, CRASHED, FAILED, Tally
 from echo_actors._ticket import AWAITING, _claims
 from echo_actors.action import Action
@@ -108,6 +108,7 @@ class Site(pykka.Actor):
         self._site_plain: pipeline.Next = self._site_receive
         self._site_bare = False
         self._site_life = site_context.life
+        self._site_grant: Grant | None = None  # the grant it left for itself (Desk.idle)
 
     def on_start(self) -> None:
         self._site_build()
@@ -170,31 +171,56 @@ class Site(pykka.Actor):
         return None
 
     def _site_run(self, batch: Batch) -> None:
-        settler = self.site_context.settler
-        life = self.site_context.life._state  # the slot Life publishes its snapshots in
-        tally = Tally()
-        ran = 0
-        clock = self.site_context.runtime.monotonic
-        try:
-            for ticket in batch.tickets:
-                if life.snapshot is not self.site_snapshot:
-                    self._site_build()  # Life published a change: from this action on
-                if settler.cancelling:
-                    if ticket.unsend(batch):  # still ours to start: cancel it instead
-                        settler.settle(ticket, CANCELLED, tally=tally)
-                    continue
-                if not ticket.claim(batch):
-                    continue  # stolen by an idle Site, or cancelled
-                ticket.started = clock()
-                ran += 1
-                self._site_attempt(ticket, settler, tally)
-        finally:
+        """Run ``batch``, then each ticket the Site takes itself from the production
+        while the dispatcher has nothing else queued (see :meth:`Desk.pull`): a busy
+        Site's next action costs no message and no dispatcher turn. Each batch ends
+        with its Done (counts and acknowledgements flushed first), whatever happened."""
+        context = self.site_context
+        settler = context.settler
+        life = context.life._state  # the slot Life publishes its snapshots in
+        clock = context.runtime.monotonic
+        desk = context.desk
+        pulls = desk.pulls
+        inbox = self.actor_inbox
+        if self._site_grant is not None:  # sent work: the grant it left is not for now
+            desk.withdraw(self._site_grant)
+            self._site_grant = None
+        pulled: Batch | None = batch
+        while pulled is not None:
+            batch, pulled = pulled, None
+            grant: Grant | None = None
+            tally = Tally()
+            ran = 0
             try:
-                settler.flush(tally)
+                for ticket in batch.tickets:
+                    if life.snapshot is not self.site_snapshot:
+                        self._site_build()  # Life published a change: from this action on
+                    if settler.cancelling:
+                        if ticket.unsend(batch):  # still ours to start: cancel it instead
+                            settler.settle(ticket, CANCELLED, tally=tally)
+                        continue
+                    if not ticket.claim(batch):
+                        continue  # stolen by an idle Site, or cancelled
+                    ticket.started = clock()
+                    ran += 1
+                    self._site_attempt(ticket, settler, tally)
+                if pulls and inbox.empty():  # what was sent here meanwhile comes first
+                    pulled = desk.pull(self.site_index, self.actor_urn)
+                    if pulled is None:
+                        grant = self._site_grant = desk.idle(
+                            self.site_index, self.actor_urn, self.actor_ref)
             finally:
-                done = Done(self.site_index, ran, tally.failed)
-                desk = self.site_context.desk
-                desk.note(done) if batch.direct else desk.post(done)
+                try:
+                    settler.flush(tally)
+                finally:
+                    if pulled is not None:  # busy on: no wake-up (see Desk.later)
+                        desk.later(Done(self.site_index, ran, tally.failed, pulled.tickets))
+                    elif grant is not None:  # idle under its own grant: no wake-up either
+                        desk.later(Done(self.site_index, ran, tally.failed, grant=grant))
+                    elif batch.direct:
+                        desk.note(Done(self.site_index, ran, tally.failed))
+                    else:
+                        desk.post(Done(self.site_index, ran, tally.failed))
 
     def _site_attempt(self, ticket: Ticket, settler: Settler, tally: Tally) -> None:
         outcome, value = CRASHED, None

@@ -140,6 +140,31 @@ class Production:
             self._waiting = True
         return out
 
+    def take_unkeyed(self) -> Ticket | None:
+        """The oldest ticket if it has no key, else None (a keyed one stays queued).
+
+        For a consumer's Sites, which may run the oldest unkeyed ticket themselves
+        (keys are the dispatcher's to route). Safe beside :meth:`take` in other
+        threads: the head is removed by identity, so it is the ticket looked at or
+        none. Arms the wake-up as :meth:`take` does when it leaves the queue empty.
+        """
+        queue = self._queue
+        while True:
+            try:
+                ticket = queue[0]
+            except IndexError:
+                self._waiting = True
+                return None
+            if ticket.action.key is not None:
+                return None
+            try:
+                queue.remove(ticket)  # the head, or gone: taken by another consumer first
+            except ValueError:
+                continue
+            if not queue:
+                self._waiting = True
+            return ticket
+
     def ack(self, tickets: list[Ticket]) -> None:
         """Tickets that ended, completed or dead-lettered (durable productions override)."""
 

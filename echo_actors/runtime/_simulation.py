@@ -893,7 +893,8 @@ class _Origin:
         self._bits = kernel.random("action-ids").getrandbits
 
     def new_id(self) -> str:
-        return f"{self._bits(128):032x}"
+        # The same 32 hex digits as f"{bits:032x}", in a third of its time.
+        return self._bits(128).to_bytes(16, "big").hex()
 
     def now(self) -> float:
         return self._kernel.now
@@ -943,6 +944,8 @@ class SimulationRuntime:
         self.events: list[tuple[float, str, dict[str, Any]]] = []
         self.kernel.action_source = _Origin(self.kernel)
         self._outer: list[ActionSource | None] = []
+        # The kernel's own, not the one-line method below: a model sleeps twice a customer.
+        self.sleep = self.kernel.sleep  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"<SimulationRuntime seed={self.seed} now={self.kernel.now}>"
