@@ -119,6 +119,109 @@ def test_round_trip_through_a_sequence(productions, make_sequence, client, strea
     assert group_pending(client, stream) == 0
 
 
+def _spy_queue(production: RedisProduction) -> list[Any]:
+    """What the fetcher queues for the dispatcher (instead of handing it to idle Sites)."""
+    queued: list[Any] = []
+    put_many = production.put_many
+
+    def spy(tickets: list[Any]) -> None:
+        queued.extend(t.action for t in tickets)
+        put_many(tickets)
+
+    production.put_many = spy  # type: ignore[method-assign]
+    return queued
+
+
+def _granted(sequence: Any, sites: int) -> Callable[[], bool]:
+    return lambda: len(sequence._run.desk.grants) == sites
+
+
+@pytest.mark.timeout(60)
+def test_a_read_goes_straight_to_the_idle_sites_spread_over_them(productions, make_sequence,
+                                                                   client, stream) -> None:
+    """Entries read while Sites idle go to them without the dispatcher, one share each:
+    4 actions that each wait for the 4 of them to run at once complete."""
+    barrier = threading.Barrier(4, timeout=LIMIT)
+    plan = (Plan().with_signature(Signature("Meet", int))
+            .with_function("Meet", lambda n: (barrier.wait(), n)[1]).build())
+    consumer = productions(consumer="reader", sites=4)
+    queued = _spy_queue(consumer)
+    sequence = make_sequence(plan, production=consumer, fate=Fate(sites=4))
+    wait_until(_granted(sequence, 4), "every idle Site granted")
+    futures = productions().submit_many([Action("Meet", i) for i in range(4)])
+    assert sorted(f.get(timeout=LIMIT) for f in futures) == [0, 1, 2, 3]
+    assert queued == []  # none went through the production's queue and the dispatcher
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+    wait_until(_granted(sequence, 4), "every Site granted again after its Done")
+
+
+@pytest.mark.timeout(60)
+def test_handed_entries_not_started_go_back_at_a_shutdown(productions, make_sequence, client,
+                                                          stream) -> None:
+    """A shutdown without drain gives the entries handed to a Site's mailbox, not started,
+    back to the stream; another worker then runs each of them once."""
+    started, go = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def hold(n: int) -> int:
+        started.set()
+        assert go.wait(LIMIT)
+        ran.append(n)
+        return n
+
+    plan = (Plan().with_signature(Signature("Hold", int)).with_function("Hold", hold)
+            .with_signature(Signature("Noop", int)).with_function("Noop", ran.append).build())
+    consumer = productions(consumer="first", sites=1)
+    queued = _spy_queue(consumer)
+    sequence = make_sequence(plan, production=consumer, fate=Fate(sites=1))
+    wait_until(_granted(sequence, 1), "the idle Site granted")
+    productions().assign_many([Action("Hold", 0), *(Action("Noop", i) for i in range(1, 10))])
+    assert started.wait(LIMIT)
+    assert queued == []  # the ten went to the Site's mailbox in one hand-off
+    stopper = threading.Thread(target=sequence.shutdown, kwargs={"drain": False,
+                                                                 "timeout": LIMIT})
+    stopper.start()
+    wait_until(lambda: sequence._run.settler.cancelling, "the shutdown to cancel")
+    go.set()
+    stopper.join(LIMIT)
+    assert not stopper.is_alive()
+    assert ran == [0]
+    consumer.close()
+    wait_until(lambda: client.xlen(stream) == 9, "the nine given back to the stream")
+    again = productions(consumer="second", sites=2)
+    make_sequence(plan, production=again, fate=Fate(sites=2))
+    wait_until(lambda: len(ran) == 10, "the nine run by the next worker")
+    assert sorted(ran) == list(range(10))
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+
+
+@pytest.mark.timeout(60)
+def test_keyed_entries_are_routed_by_the_dispatcher_in_order(productions, make_sequence,
+                                                             client, stream) -> None:
+    """Keyed entries are never handed straight to a Site: they reach the dispatcher, which
+    routes them by key and keeps an ordered key's actions in order."""
+    seen: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def note(content: list[Any]) -> None:
+        with lock:
+            seen.append((content[0], content[1]))
+
+    plan = Plan().with_signature(Signature("Note")).with_function("Note", note).build()
+    consumer = productions(consumer="reader", sites=4)
+    queued = _spy_queue(consumer)
+    sequence = make_sequence(plan, production=consumer, fate=Fate(sites=4))
+    wait_until(_granted(sequence, 4), "every idle Site granted")
+    actions = [Action("Note", ["free", 0]), Action("Note", ["free", 1])]
+    actions += [Action("Note", ["k", i], key="k", ordered=True) for i in range(20)]
+    actions.append(Action("Note", ["free", 2]))
+    productions().assign_many(actions)
+    wait_until(lambda: len(seen) == 23, "every action run")
+    assert [n for kind, n in seen if kind == "k"] == list(range(20))
+    assert [a.content for a in queued if a.key] == [a.content for a in actions if a.key]
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+
+
 @pytest.mark.timeout(60)
 def test_a_chain_submitted_in_process_ends_in_process(productions, make_sequence, client,
                                                        stream) -> None:

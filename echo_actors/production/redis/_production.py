@@ -215,7 +215,8 @@ class RedisProduction(Submitting, Administering, Production):
     # inspection and dead letters in Administering.
 
     def bind(
-        self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None
+        self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None,
+        hand: Callable[[list[Ticket]], list[Ticket]] | None = None,
     ) -> None:
         """Attach a Sequence and start reading the stream (None detaches and stops reading).
 
@@ -228,7 +229,7 @@ class RedisProduction(Submitting, Administering, Production):
                 raise RuntimeError(f"production {self.name!r} is closed")
             self._ensure_group(join=True)
         with self._gate:
-            super().bind(wake, accept)
+            super().bind(wake, accept, hand)
             if wake is None:
                 self._consuming = False
                 self._active.clear()
@@ -700,7 +701,10 @@ class RedisProduction(Submitting, Administering, Production):
                 self._count("fetched", len(tickets))
                 if self._accept is not None:
                     self._accept(len(tickets))
-                self.put_many(tickets)
+                if self._hand is not None and not self._queue:  # none older waits here
+                    tickets = self._hand(tickets)  # straight to idle Sites: no wake-up
+                if tickets:
+                    self.put_many(tickets)
                 return
         # Stopped reading meanwhile: give them back at once.
         args: list[Any] = []
