@@ -292,7 +292,8 @@ class RedisProduction(Submitting, Administering, Production):
         with self._out_lock:
             self._out_done.append(done)
         self._forget([receipt] if receipt is not None else [])
-        self._out_ready.set()
+        if not self._out_ready.is_set():  # set: the writer takes these on waking
+            self._out_ready.set()
         return True
 
     def _result_key(self, action_id: str) -> str:
@@ -317,7 +318,8 @@ class RedisProduction(Submitting, Administering, Production):
             self._out_ids.extend(receipts)
             self._out_letters.extend(stored)
             self._out_results.extend(results)
-        self._out_ready.set()
+        if not self._out_ready.is_set():  # set: the writer takes these on waking
+            self._out_ready.set()
 
     def _failed_outcomes(
         self, action: Action, kind: str, message: str, attempts: int
@@ -412,7 +414,7 @@ class RedisProduction(Submitting, Administering, Production):
                 self._admissions.pop(receipt, None)
             self._finished += len(receipts)
             room = self._limit - len(self._held)
-        if room >= self._low_water():
+        if room >= self._low_water() and not self._room.is_set():
             self._room.set()
 
     def _count(self, name: str, n: int) -> None:
