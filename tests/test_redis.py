@@ -156,6 +156,37 @@ def test_a_read_goes_straight_to_the_idle_sites_spread_over_them(productions, ma
 
 
 @pytest.mark.timeout(60)
+def test_an_idle_site_steals_what_waits_behind_a_running_handed_action(
+        productions, make_sequence, client, stream) -> None:
+    """Work conserving: read at once, [Hold, Free] go to one Site and [Other] to the other;
+    once Other ended, that Site takes Free, while Hold (which waits for Free) runs on."""
+    freed = threading.Event()
+    ran: list[str] = []
+
+    def hold(_: Any) -> str:
+        assert freed.wait(LIMIT), "Free waited behind Hold while a Site idled"
+        ran.append("hold")
+        return "hold"
+
+    def free(_: Any) -> str:
+        ran.append("free")
+        freed.set()
+        return "free"
+
+    plan = (Plan().with_signature(Signature("Hold")).with_function("Hold", hold)
+            .with_signature(Signature("Free")).with_function("Free", free)
+            .with_signature(Signature("Other")).with_function("Other", lambda _: "other")
+            .build())
+    consumer = productions(consumer="reader", sites=2)
+    queued = _spy_queue(consumer)
+    sequence = make_sequence(plan, production=consumer, fate=Fate(sites=2))
+    wait_until(_granted(sequence, 2), "both idle Sites granted")
+    futures = productions().submit_many([Action("Hold"), Action("Free"), Action("Other")])
+    assert [f.get(timeout=LIMIT) for f in futures] == ["hold", "free", "other"]
+    assert queued == [] and ran == ["free", "hold"]
+
+
+@pytest.mark.timeout(60)
 def test_handed_entries_not_started_go_back_at_a_shutdown(productions, make_sequence, client,
                                                           stream) -> None:
     """A shutdown without drain gives the entries handed to a Site's mailbox, not started,
