@@ -39,7 +39,7 @@ class Batch(msgspec.Struct, frozen=True):
     site: int
     urn: str
     tickets: list[Any]
-    direct: bool = False  # sent by a submitter under a Grant (its Done need not wake)
+    direct: bool = False  # sent by a submitter under a Grant
 
 
 class Done(msgspec.Struct, frozen=True):
@@ -82,11 +82,10 @@ class Grant(msgspec.Struct, frozen=True):
 
 
 class Granted(msgspec.Struct, frozen=True):
-    """Dispatcher: a submitter (or a production's fetcher) sent ``tickets`` to a Site under
-    ``grant``; track them."""
+    """Dispatcher: a submitter sent ``ticket`` to a Site under ``grant``; track it."""
 
     grant: Grant
-    tickets: list[Any]
+    ticket: Any
 
 
 class Requeue(msgspec.Struct, frozen=True):

@@ -152,7 +152,6 @@ class Desk:
         self.busy_keys: set[str] = set()
         self.grants: deque[Grant] = deque()  # idle Sites a submitter may send to directly
         self.quiet = False  # at the dispatcher's last look: nothing queued for any Site
-        self.window = 1  # most tickets one hand-off gives a Site (set by the dispatcher)
 
     def send_direct(self, ticket: Ticket) -> bool:
         """Send a new unkeyed ticket straight to an idle Site, if the dispatcher granted one.
@@ -165,48 +164,14 @@ class Desk:
             grant = self.grants.pop()
         except IndexError:
             return False
-        self._give(grant, [ticket], True)
-        return True
-
-    def hand(self, tickets: list[Ticket]) -> list[Ticket]:
-        """Send new tickets straight to the idle Sites the dispatcher granted; the rest back.
-
-        For a production's fetcher with a batch just read: one message per granted
-        Site, with an even share (at most the dispatcher's window), as the
-        dispatcher's own feeding would give, without waking it first. Only the
-        unkeyed tickets before the first keyed one go (a key picks its Site: the
-        dispatcher routes it); the rest are returned, in order, for the
-        production's queue. Each Site's Done for such a batch wakes the
-        dispatcher, which then tracks its tickets and grants it again.
-        """
-        grants = self.grants
-        count = 0
-        for ticket in tickets:
-            if ticket.action.key is not None:
-                break
-            count += 1
-        given = 0
-        while given < count and grants:
-            try:
-                grant = grants.pop()
-            except IndexError:  # taken meanwhile by a submitter
-                break
-            share = min(self.window, -(-(count - given) // (len(grants) + 1)))
-            self._give(grant, tickets[given : given + share], False)
-            given += share
-        return tickets[given:] if given else tickets
-
-    def _give(self, grant: Grant, tickets: list[Ticket], direct: bool) -> None:
-        """Send ``tickets`` (new: no one else can see them yet) to ``grant``'s Site; they
-        are recorded on the desk first, so the dispatcher tracks them as its own."""
-        message = Batch(grant.site, grant.urn, tickets, direct=direct)
-        for ticket in tickets:
-            ticket.batch, ticket.state = message, SENT
-        self.events.append(Granted(grant, tickets))
+        message = Batch(grant.site, grant.urn, [ticket], direct=True)
+        ticket.batch, ticket.state = message, SENT  # new: no one else can see it yet
+        self.events.append(Granted(grant, ticket))
         try:
             grant.ref.tell(message)
         except pykka.ActorDeadError:
-            self.wake()  # its exit may be handled already: let the dispatcher take them back
+            self.wake()  # its exit may be handled already: let the dispatcher take it back
+        return True
 
     def cancel_all(self) -> None:
         """Stop feeding; cancel every ticket not started (queued here, sent, or waiting).
@@ -281,7 +246,6 @@ class Dispatcher(pykka.Actor):
     def on_start(self) -> None:
         desk = self._desk
         desk.ref = self.actor_ref
-        desk.window = self._window
         # A predecessor may have crashed between sending a batch and recording it, or with
         # a wake-up pending: reconcile from the tickets' own states, then read the desk.
         for slot in self._slots:
@@ -574,22 +538,19 @@ class Dispatcher(pykka.Actor):
         return len(back)
 
     def _granted(self, event: Granted) -> None:
+        ticket: Ticket = event.ticket
+        batch = ticket.batch
         slot = self._slots[event.grant.site]
         if slot.granted is event.grant:
             slot.granted = None
-        back: list[Ticket] = []
-        for ticket in event.tickets:
-            batch = ticket.batch
-            if self._desk.halted:
-                self._settler.settle(ticket, CANCELLED)
-            elif batch is not None and (not slot.alive or batch.urn != slot.urn):
-                if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
-                    back.append(ticket)
-            elif ticket.state not in _GONE:
-                slot.inflight.append(ticket)
-                self._idle.discard(slot)
-        if back:
-            slot.backlog.extendleft(reversed(back))
+        if self._desk.halted:
+            self._settler.settle(ticket, CANCELLED)
+        elif batch is not None and (not slot.alive or batch.urn != slot.urn):
+            if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
+                slot.backlog.appendleft(ticket)
+        elif ticket.state not in _GONE:
+            slot.inflight.append(ticket)
+            self._idle.discard(slot)
 
     def _requeue(self, event: Requeue) -> None:
         ticket: Ticket = event.ticket

@@ -247,7 +247,7 @@ class Sequence:
         direct = self.plan.asynchronous - self.plan.contextual.keys() if plain else frozenset()
         self._run = _Running(ledger, settler, desk, context, direct)
         # Bound first, so that what was assigned before the start is counted before it runs.
-        self.production.bind(desk.wake, ledger.accept, _hander(desk, settler))
+        self.production.bind(desk.wake, ledger.accept)
         try:
             specs = self._child_specs(desk, context)
             limit, within = fate.max_restarts, fate.restart_within
@@ -632,18 +632,6 @@ class Sequence:
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "running" if self._run else "new"
         return f"<Sequence {state} sites={self.sites} runtime={self.runtime.name}>"
-
-
-def _hander(desk: Desk, settler: Settler) -> Callable[[list[Ticket]], list[Ticket]]:
-    """The ``hand`` a production is bound with: new tickets it read go straight to the
-    Sites the dispatcher granted (see :meth:`Desk.hand`), unless the Sequence is stopping."""
-
-    def hand(tickets: list[Ticket]) -> list[Ticket]:
-        if settler.cancelling or not desk.grants:
-            return tickets
-        return desk.hand(tickets)
-
-    return hand
 
 
 def _direct(action: Action, fate: Fate) -> bool:

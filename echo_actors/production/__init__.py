@@ -45,7 +45,6 @@ class Production:
         self._lock = threading.Lock()
         self._wake: Callable[[], None] | None = None
         self._accept: Callable[[int], None] | None = None
-        self._hand: Callable[[list[Ticket]], list[Ticket]] | None = None
         self._waiting = False
 
     def assign(self, action: Action) -> None:
@@ -100,15 +99,10 @@ class Production:
             wake()
 
     def bind(
-        self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None,
-        hand: Callable[[list[Ticket]], list[Ticket]] | None = None,
+        self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None
     ) -> None:
         """Attach a consumer (None detaches): ``wake()`` when work arrives while it
         sleeps, ``accept(n)`` for actions assigned here, those waiting now included.
-        ``hand(tickets)`` sends new tickets straight to idle Sites and returns those
-        it did not take: a production that reads batches from a store offers them
-        there before queueing the rest, which saves waking the dispatcher (the
-        in-memory production does not use it).
 
         Raises:
             RuntimeError: another consumer is attached already.
@@ -116,7 +110,7 @@ class Production:
         with self._lock:
             if wake is not None and self._wake is not None:
                 raise RuntimeError(f"production {self.name!r} already feeds a Sequence")
-            self._wake, self._accept, self._hand = wake, accept, hand
+            self._wake, self._accept = wake, accept
             self._waiting = wake is not None  # the first put wakes the new consumer
             if accept is not None and self._queue:
                 accept(len(self._queue))

@@ -220,8 +220,7 @@ class RedisProduction(Submitting, Administering, Production):
     # inspection and dead letters in Administering.
 
     def bind(
-        self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None,
-        hand: Callable[[list[Ticket]], list[Ticket]] | None = None,
+        self, wake: Callable[[], None] | None, accept: Callable[[int], None] | None = None
     ) -> None:
         """Attach a Sequence and start reading the stream (None detaches and stops reading).
 
@@ -234,7 +233,7 @@ class RedisProduction(Submitting, Administering, Production):
                 raise RuntimeError(f"production {self.name!r} is closed")
             self._ensure_group(join=True)
         with self._gate:
-            super().bind(wake, accept, hand)
+            super().bind(wake, accept)
             if wake is None:
                 self._consuming = False
                 self._active.clear()
@@ -713,10 +712,7 @@ class RedisProduction(Submitting, Administering, Production):
                 self._count("fetched", len(tickets))
                 if self._accept is not None:
                     self._accept(len(tickets))
-                if self._hand is not None and not self._queue:  # none older waits here
-                    tickets = self._hand(tickets)  # straight to idle Sites: no wake-up
-                if tickets:
-                    self.put_many(tickets)
+                self.put_many(tickets)
                 return
         # Stopped reading meanwhile: give them back at once.
         args: list[Any] = []
