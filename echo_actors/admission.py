@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 
 import msgspec
+from msgspec.structs import force_setattr
 
 from echo_actors.action import Action
 from echo_actors.errors import EncodeError, ValidationError
@@ -101,14 +102,20 @@ def check_limits(action: Action, fate: Fate) -> None:
         link = link.next
 
 
-def admit(action: Action, *, now: float | None = None) -> Action:
+def admit(action: Action, *, now: float | None = None, fresh: bool = False) -> Action:
     """``action`` as the system takes it in: ``attempt`` 1 and ``created_at`` now, chain included.
 
     The license does not cover these fields, so an admitted action still verifies.
+    ``fresh``: the caller holds the only reference to ``action`` (just decoded), so an
+    action without ``next`` is admitted in place instead of copied (and checked again).
     """
     moment = time.time() if now is None else now
     if action.next is None:
         if action.attempt == 1 and action.created_at == moment:
+            return action
+        if fresh:
+            force_setattr(action, "attempt", 1)
+            force_setattr(action, "created_at", moment)
             return action
         return action.replace(attempt=1, created_at=moment)
     admitted: Action | None = None

@@ -46,7 +46,7 @@ from echo_actors.production.redis import (
     AssignError,
     RedisNonceStore,
 )
-from echo_actors.production.redis._wire import _decode_wire, _encode_wire
+from echo_actors.production.redis._wire import _decode_wire, _encode_wire, _entries
 
 LIMIT = 20.0
 
@@ -320,6 +320,18 @@ def test_attempt_reset_on_admission() -> None:
     )
 
 
+def test_a_fresh_action_is_admitted_in_place_and_a_chain_copied() -> None:
+    """admit(fresh=True) sets attempt and created_at on the decoded action itself; a chain
+    is still rebuilt, so that every link is reset."""
+    action = Action.decode(Action("A", 1, attempt=7, created_at=1.0).encode())
+    admitted = admit(action, now=1000.0, fresh=True)
+    assert admitted is action and (action.attempt, action.created_at) == (1, 1000.0)
+    chain = Action.decode(Action("A", attempt=3, next=Action("B", attempt=4)).encode())
+    admitted = admit(chain, now=5.0, fresh=True)
+    assert [(a.attempt, a.created_at) for a in admitted.chain()] == [(1, 5.0), (1, 5.0)]
+    assert chain.attempt == 3  # the chain was copied, not changed
+
+
 def test_admit_keeps_what_the_sender_controls() -> None:
     """Name, content, metadata, delay, hooks, key, id and license pass through admit unchanged."""
     action = sign(Action("A", {"c": 1}, metadata={"m": 2}, delay=3.0, hooks=("h",),
@@ -328,6 +340,17 @@ def test_admit_keeps_what_the_sender_controls() -> None:
     for field in ("name", "content", "metadata", "delay", "hooks", "after", "key", "ordered",
                   "id", "license"):
         assert getattr(admitted, field) == getattr(action, field)
+
+
+def test_read_replies_in_every_shape_give_the_same_entries() -> None:
+    """An XREADGROUP reply as the fetcher's own connection reads it (RESP2, flat fields),
+    as redis-py parses it (RESP2 or RESP3), or empty, gives the same ``(id, fields)``."""
+    bare = [[b"s", [[b"1-0", [b"a", b"x", b"w", b"1"]], [b"2-0", [b"a", b"y"]]]]]
+    parsed = [[b"s", [(b"1-0", {b"a": b"x", b"w": b"1"}), (b"2-0", {b"a": b"y"})]]]
+    resp3 = {b"s": [[(b"1-0", {b"a": b"x", b"w": b"1"}), (b"2-0", {b"a": b"y"})]]}
+    expected = [(b"1-0", {b"a": b"x", b"w": b"1"}), (b"2-0", {b"a": b"y"})]
+    assert _entries(bare) == _entries(parsed) == _entries(resp3) == expected
+    assert _entries(None) == _entries([]) == _entries({}) == []
 
 
 def test_wire_envelope_round_trip_and_versions() -> None:

@@ -119,6 +119,131 @@ def test_round_trip_through_a_sequence(productions, make_sequence, client, strea
     assert group_pending(client, stream) == 0
 
 
+def _idle(sequence: Any, sites: int) -> Callable[[], bool]:
+    """Every Site started and idle (the dispatcher left each a grant on its desk)."""
+    return lambda: len(sequence._run.desk.grants) == sites
+
+
+def _add_at_once(producer: RedisProduction, actions: list[Action]) -> list[Any]:
+    """Add ``actions`` in one MULTI, so that a reader reads them in one XREADGROUP (Redis
+    serves a blocked reader after the transaction); their futures."""
+    pipe = producer._client.pipeline(transaction=True)
+    for action in actions:
+        pipe.xadd(producer.stream, {"a": producer.encode(action, reply=True)})
+    pipe.execute()
+    return [producer.future(action) for action in actions]
+
+
+@pytest.mark.timeout(60)
+def test_a_read_is_spread_over_the_idle_sites(productions, make_sequence, client,
+                                              stream) -> None:
+    """Entries read while Sites idle go to them, one share each: 4 actions that each wait
+    for the 4 of them to run at once complete."""
+    barrier = threading.Barrier(4, timeout=LIMIT)
+    plan = (Plan().with_signature(Signature("Meet", int))
+            .with_function("Meet", lambda n: (barrier.wait(), n)[1]).build())
+    consumer = productions(consumer="reader", sites=4)
+    sequence = make_sequence(plan, production=consumer, fate=Fate(sites=4))
+    wait_until(_idle(sequence, 4), "every Site idle")
+    futures = productions().submit_many([Action("Meet", i) for i in range(4)])
+    assert sorted(f.get(timeout=LIMIT) for f in futures) == [0, 1, 2, 3]
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_site_steals_what_waits_behind_a_running_action(productions, make_sequence,
+                                                                 client, stream) -> None:
+    """Work conserving: read at once, [Hold, Free] go to one Site and [Other] to the other;
+    once Other ended, that Site takes Free, while Hold (which waits for Free) runs on."""
+    freed = threading.Event()
+    ran: list[str] = []
+
+    def hold(_: Any) -> str:
+        assert freed.wait(LIMIT), "Free waited behind Hold while a Site idled"
+        ran.append("hold")
+        return "hold"
+
+    def free(_: Any) -> str:
+        ran.append("free")
+        freed.set()
+        return "free"
+
+    plan = (Plan().with_signature(Signature("Hold")).with_function("Hold", hold)
+            .with_signature(Signature("Free")).with_function("Free", free)
+            .with_signature(Signature("Other")).with_function("Other", lambda _: "other")
+            .build())
+    consumer = productions(consumer="reader", sites=2, fair=False)  # reads all 3 at once
+    sequence = make_sequence(plan, production=consumer, fate=Fate(sites=2))
+    wait_until(_idle(sequence, 2), "both Sites idle")
+    futures = _add_at_once(productions(), [Action("Hold"), Action("Free"), Action("Other")])
+    assert [f.get(timeout=LIMIT) for f in futures] == ["hold", "free", "other"]
+    assert ran == ["free", "hold"]
+
+
+@pytest.mark.timeout(60)
+def test_entries_sent_to_a_site_not_started_go_back_at_a_shutdown(productions, make_sequence,
+                                                                   client, stream) -> None:
+    """A shutdown without drain gives the entries sent to a Site's mailbox, not started,
+    back to the stream; another worker then runs each of them once."""
+    started, go = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def hold(n: int) -> int:
+        started.set()
+        assert go.wait(LIMIT)
+        ran.append(n)
+        return n
+
+    plan = (Plan().with_signature(Signature("Hold", int)).with_function("Hold", hold)
+            .with_signature(Signature("Noop", int)).with_function("Noop", ran.append).build())
+    consumer = productions(consumer="first", sites=1, fair=False)  # reads all ten at once
+    sequence = make_sequence(plan, production=consumer, fate=Fate(sites=1))
+    wait_until(_idle(sequence, 1), "the Site idle")
+    _add_at_once(productions(), [Action("Hold", 0), *(Action("Noop", i) for i in range(1, 10))])
+    assert started.wait(LIMIT)
+    stopper = threading.Thread(target=sequence.shutdown, kwargs={"drain": False,
+                                                                 "timeout": LIMIT})
+    stopper.start()
+    wait_until(lambda: sequence._run.settler.cancelling, "the shutdown to cancel")
+    go.set()
+    stopper.join(LIMIT)
+    assert not stopper.is_alive()
+    assert ran == [0]
+    assert consumer.counts["fetched"] == 10 and consumer.counts["released"] == 9
+    consumer.close()
+    wait_until(lambda: client.xlen(stream) == 9, "the nine given back to the stream")
+    again = productions(consumer="second", sites=2)
+    make_sequence(plan, production=again, fate=Fate(sites=2))
+    wait_until(lambda: len(ran) == 10, "the nine run by the next worker")
+    assert sorted(ran) == list(range(10))
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+
+
+@pytest.mark.timeout(60)
+def test_keyed_entries_are_routed_by_the_dispatcher_in_order(productions, make_sequence,
+                                                             client, stream) -> None:
+    """Keyed entries read among unkeyed ones are routed by key, and an ordered key's
+    actions run in order."""
+    seen: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def note(content: list[Any]) -> None:
+        with lock:
+            seen.append((content[0], content[1]))
+
+    plan = Plan().with_signature(Signature("Note")).with_function("Note", note).build()
+    consumer = productions(consumer="reader", sites=4)
+    sequence = make_sequence(plan, production=consumer, fate=Fate(sites=4))
+    wait_until(_idle(sequence, 4), "every Site idle")
+    actions = [Action("Note", ["free", 0]), Action("Note", ["free", 1])]
+    actions += [Action("Note", ["k", i], key="k", ordered=True) for i in range(20)]
+    actions.append(Action("Note", ["free", 2]))
+    productions().assign_many(actions)
+    wait_until(lambda: len(seen) == 23, "every action run")
+    assert [n for kind, n in seen if kind == "k"] == list(range(20))
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+
+
 @pytest.mark.timeout(60)
 def test_a_chain_submitted_in_process_ends_in_process(productions, make_sequence, client,
                                                        stream) -> None:

@@ -132,10 +132,7 @@ class Submitting:
         Raises:
             ValidationError: ``action`` is refused (see :meth:`encode`): nothing is added.
         """
-        try:
-            self.assign_many([action])
-        except AssignError as exc:
-            raise exc.refused[0][2] from None
+        self._add_one(action, reply=False)
 
     def assign_many(self, actions: Iterable[Action]) -> list[str]:
         """Add several actions in pipelines; returns the stream entry ids ('' for delayed ones).
@@ -159,10 +156,8 @@ class Submitting:
         Raises:
             ValidationError: ``action`` is refused (see :meth:`encode`): nothing is added.
         """
-        try:
-            return self.submit_many([action])[0]
-        except AssignError as exc:
-            raise exc.refused[0][2] from None
+        self._add_one(action, reply=True)
+        return self.future(action)
 
     def submit_many(self, actions: Iterable[Action]) -> list[RedisFuture]:
         """Add several actions like :meth:`assign_many`; one future each, in order.
@@ -206,6 +201,15 @@ class Submitting:
         payload = self._client.blmove(first.key, first.key, timeout, "LEFT", "RIGHT")
         return [] if payload is None else [(first, payload)]
 
+    def _add_one(self, action: Action, reply: bool) -> None:
+        """:meth:`_add` for one action, the path of ``assign`` and ``submit`` one by one:
+        its refusal raised as it is, and an undelayed one added with one plain XADD."""
+        payload = self.encode(action, reply=reply)  # a refusal raises: nothing is added
+        if action.delay > 0:
+            self._add_encoded([(action.delay, payload)])
+        else:
+            self._direct("XADD", self.stream, "*", "a", payload)
+
     def _add(self, actions: Iterable[Action], reply: bool) -> list[str]:
         items: list[tuple[float, bytes] | None] = []
         refused: list[tuple[int, Any, EchoError]] = []
@@ -217,10 +221,22 @@ class Submitting:
                 items.append(None)
                 refused.append((index, action, exc))
         good = [item for item in items if item is not None]
-        added: list[str] = []
         if len(good) == 1 and good[0][0] <= 0:  # one undelayed action: one plain XADD
-            added.append(_text(self._direct("XADD", self.stream, "*", "a", good[0][1])))
-            good = []
+            added = [_text(self._direct("XADD", self.stream, "*", "a", good[0][1]))]
+        else:
+            added = self._add_encoded(good)
+        if not refused:
+            return added
+        ids: list[str | None] = []
+        taken = iter(added)
+        for item in items:
+            ids.append(None if item is None else next(taken))
+        raise AssignError(ids, refused)
+
+    def _add_encoded(self, good: list[tuple[float, bytes]]) -> list[str]:
+        """Add encoded actions ``(delay, payload)`` in pipelines; their entry ids ('' for
+        delayed ones, which go to the sorted set)."""
+        added: list[str] = []
         for start in range(0, len(good), _CHUNK):
             chunk = good[start : start + _CHUNK]
             pipe = self._client.pipeline(transaction=False)
@@ -237,10 +253,4 @@ class Submitting:
             replies = iter(pipe.execute())
             for delay, _ in chunk:
                 added.append("" if delay > 0 else _text(next(replies)))
-        if not refused:
-            return added
-        ids: list[str | None] = []
-        taken = iter(added)
-        for item in items:
-            ids.append(None if item is None else next(taken))
-        raise AssignError(ids, refused)
+        return added

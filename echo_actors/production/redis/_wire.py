@@ -127,7 +127,9 @@ def _text(value: Any) -> str:
 
 
 def _entries(response: Any) -> list[tuple[Any, Any]]:
-    """Entries of one stream from an XREADGROUP reply (RESP2 list or RESP3 map)."""
+    """Entries of one stream from an XREADGROUP reply (RESP2 list or RESP3 map), as
+    ``(id, fields)`` with ``fields`` a dict: redis-py's parsed reply, or the bare RESP2
+    one (each entry's fields a flat list, as a connection of our own reads it)."""
     if not response:
         return []
     if isinstance(response, dict):
@@ -136,7 +138,16 @@ def _entries(response: Any) -> list[tuple[Any, Any]]:
             wrapped = bool(value) and isinstance(value[0], list)  # redis-py's RESP3 shape
             out.extend(tuple(entry) for entry in (value[0] if wrapped else value))
         return out
-    return [tuple(entry) for _, entries in response for entry in entries]
+    return [
+        (entry[0], _pairs(fields) if type(fields := entry[1]) is list else fields)
+        for _, entries in response for entry in entries
+    ]
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """``[k1, v1, k2, v2, ...]`` as a dict (an entry's fields in a bare RESP2 reply)."""
+    it = iter(flat)
+    return dict(zip(it, it, strict=False))
 
 
 def _chain_ids(action: Action) -> list[str]:
