@@ -592,8 +592,7 @@ class Dispatcher(pykka.Actor):
         slot.processed += event.ran - event.failed
         slot.failed += event.failed
         if event.pulled is not None:
-            for ticket in event.pulled:
-                self._track(slot, ticket)  # busy with them, even if they ended already
+            self._track(slot, event.pulled)  # busy with them, even if they ended already
             return
         if event.grant is not None and not self._adopt(slot, event.grant):
             return  # its grant was taken: busy with that ticket (its Granted follows)
@@ -653,27 +652,34 @@ class Dispatcher(pykka.Actor):
         slot = self._slots[event.grant.site]
         if slot.granted is event.grant:
             slot.granted = None
-        self._track(slot, ticket)
+        self._track(slot, [ticket])
 
-    def _track(self, slot: _Slot, ticket: Ticket) -> None:
-        """A ticket sent to ``slot``'s Site by someone else (a submitter under a grant, or
-        the Site itself): the Site is busy until the Done that follows this."""
-        batch = ticket.batch
-        if self._desk.halted:
-            self._settler.settle(ticket, CANCELLED)
-        elif batch is not None and (not slot.alive or batch.urn != slot.urn):
-            if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
-                slot.backlog.appendleft(ticket)
-        else:
-            if self._idle:  # (a test first: most often empty, and discard() hashes)
-                self._idle.discard(slot)
-            if slot.granted is not None:  # given while this was on its way: not idle now
-                self._revoke(slot)
-            if ticket.state not in _GONE:
-                slot.inflight.append(ticket)
-                if self._steal and self._idle and len(slot.inflight) > 1 and slot.stealable():
-                    for thief in list(itertools.islice(self._idle, 4)):  # as in _done
-                        self._feed(thief, self._window)
+    def _track(self, slot: _Slot, tickets: list[Ticket]) -> None:
+        """Tickets sent to ``slot``'s Site by someone else (a submitter under a grant, or
+        the Site itself), in the order it runs them: it is busy until the Done that
+        follows this. Those sent to a Site that is gone go back to its queue's front, in
+        that order."""
+        back: list[Ticket] = []
+        for ticket in tickets:
+            batch = ticket.batch
+            if self._desk.halted:
+                self._settler.settle(ticket, CANCELLED)
+            elif batch is not None and (not slot.alive or batch.urn != slot.urn):
+                if ticket.unsend(batch):  # sent to a Site that is gone: queue it again
+                    back.append(ticket)
+            else:
+                if self._idle:  # (a test first: most often empty, and discard() hashes)
+                    self._idle.discard(slot)
+                if slot.granted is not None:  # given while this was on its way: not idle now
+                    self._revoke(slot)
+                if ticket.state not in _GONE:
+                    slot.inflight.append(ticket)
+                    if (self._steal and self._idle and len(slot.inflight) > 1
+                            and slot.stealable()):
+                        for thief in list(itertools.islice(self._idle, 4)):  # as in _done
+                            self._feed(thief, self._window)
+        if back:
+            slot.backlog.extendleft(reversed(back))
 
     def _requeue(self, event: Requeue) -> None:
         ticket: Ticket = event.ticket
