@@ -335,6 +335,44 @@ def test_ctrl_c_finishes_running_actions_and_prints_the_summary(plan_file: Path,
     no_traceback(err)
 
 
+_SIGNALLED_ELSEWHERE = """
+import signal, sys, threading
+from echo_actors.cli._signals import Stopping, interruptible
+
+never = threading.Event()
+
+
+def hurry(signum):
+    print("HURRY", file=sys.stderr, flush=True)
+
+
+def other():
+    me = threading.get_ident()
+    signal.pthread_kill(me, signal.SIGINT)  # to this thread, not the main one
+    stopping.requested.wait()
+    print("REQUESTED", file=sys.stderr, flush=True)
+    signal.pthread_kill(me, signal.SIGINT)
+
+
+with Stopping(hurry=hurry) as stopping:
+    threading.Thread(target=other, daemon=True).start()
+    interruptible(never.wait)  # a plain never.wait() here never wakes: the test hangs
+"""
+
+
+def test_signals_delivered_to_another_thread_still_stop_and_leave(tmp_path: Path) -> None:
+    """The kernel may deliver SIGINT to any thread; Python handles it in the main thread
+    once that wakes. Sent to a helper thread while the main one waits (as the CLI's
+    shutdown waits for a running action), the first still asks to stop and the second
+    still leaves with 130: the wait is :func:`interruptible` (an untimed one never wakes)."""
+    script = tmp_path / "signalled.py"
+    script.write_text(_SIGNALLED_ELSEWHERE)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            env=_env(), timeout=LIMIT, check=False)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert "REQUESTED" in result.stderr and "HURRY" in result.stderr
+
+
 def test_second_ctrl_c_leaves_at_once(plan_file: Path, tmp_path: Path) -> None:
     """Second Ctrl-C while an action never ends: the command leaves with 130."""
     actions = _actions(tmp_path, [{"name": "Stuck", "content": 1}])

@@ -23,7 +23,7 @@ from echo_actors.cli._input import BadLines, open_input, read_actions
 from echo_actors.cli._observe import add_observe_options, observe, steps
 from echo_actors.cli._plans import load_plan
 from echo_actors.cli._progress import Progress
-from echo_actors.cli._signals import Stopping
+from echo_actors.cli._signals import Stopping, interruptible
 from echo_actors.runtime import RUNTIMES
 from echo_actors.sequence import Sequence
 
@@ -167,7 +167,8 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 progress.abandon()
                 stopping.request()
             finally:
-                sequence.shutdown(drain=False)  # idle unless stopped early: cancels the rest
+                # Idle unless stopped early: cancels the rest, waits for what runs.
+                interruptible(sequence.shutdown, drain=False)
             elapsed = time.perf_counter() - started
             if closed:
                 unobserve()

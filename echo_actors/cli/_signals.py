@@ -6,6 +6,11 @@ command stops taking work, lets what runs finish, prints its summary and
 exits. A second one calls ``hurry`` (which says what is abandoned) and ends
 the process at once with ``128 + signal``: threads still running an action
 would otherwise keep it alive.
+
+The kernel may deliver a signal to any thread, and Python runs the handler in
+the main thread only once that thread wakes: a blocking call made there (a
+shutdown waiting for a running action) goes through :func:`interruptible`,
+which keeps the main thread waking.
 """
 
 from __future__ import annotations
@@ -16,9 +21,14 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Stopping"]
+__all__ = ["Stopping", "interruptible"]
+
+T = TypeVar("T")
+
+_TICK = 0.1
+"""Seconds between the main thread's wake-ups in :func:`interruptible`."""
 
 
 class Stopping:
@@ -65,3 +75,26 @@ class Stopping:
             with contextlib.suppress(Exception):  # leaving anyway; a closed stream may raise
                 self._hurry(signum)
         os._exit(128 + signum)
+
+
+def interruptible(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in a helper thread, while the calling thread waits in short
+    timed joins, so that a signal delivered to any thread reaches its handler within
+    ``_TICK`` (an untimed wait in the main thread would not wake for it). Returns what
+    ``fn`` returns or raises what it raises."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def call() -> None:
+        try:
+            outcome.append((True, fn(*args, **kwargs)))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=call, name="echo-actors-interruptible", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(_TICK)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]

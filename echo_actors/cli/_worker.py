@@ -21,7 +21,7 @@ from echo_actors.cli._common import (
 from echo_actors.cli._observe import add_observe_options, observe, steps
 from echo_actors.cli._plans import load_plan
 from echo_actors.cli._redis import add_stream_options, open_production
-from echo_actors.cli._signals import Stopping
+from echo_actors.cli._signals import Stopping, interruptible
 
 __all__ = ["add_command", "command", "prepare"]
 
@@ -161,7 +161,8 @@ def command(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 production.pause()
             for production, sequence in zip(productions, sequences, strict=True):
                 try:
-                    handed_back += sequence.shutdown(drain=False, timeout=args.grace)
+                    handed_back += interruptible(sequence.shutdown, drain=False,
+                                                 timeout=args.grace)
                 finally:
                     production.close()
             unobserve()
