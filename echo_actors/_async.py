@@ -296,9 +296,9 @@ class AsyncRunner:
                     if held or self._full(item):
                         held.append(item)
                     else:
-                        self._start_all([ticket], fate, -1)
+                        self._start_all([ticket], fate)
             else:
-                self._start_all(tickets, fate, -1)
+                self._start_all(tickets, fate)
 
     def _full(self, item: _Item) -> bool:
         """Whether ``item`` must wait: its Fate caps the coroutines in flight, all taken."""
@@ -308,8 +308,8 @@ class AsyncRunner:
 
     def _begin(self, item: _Item) -> None:
         ticket, coroutine, fate, site = item
-        if coroutine is None:  # submitted here unstarted: the inbox was its only queue
-            self._start_all([ticket], fate, site)
+        if coroutine is None:  # submitted here unstarted, held for a place under the cap
+            self._start_all([ticket], fate)
             return
         # The task and one shared done-callback, not a wrapping coroutine: one object
         # fewer per action in flight. _done settles the ticket from the task's outcome.
@@ -318,9 +318,10 @@ class AsyncRunner:
         self._tasks[task] = ticket
         task.add_done_callback(self._done, context=self._context)
 
-    def _start_all(self, tickets: list[Ticket], fate: Fate | None, site: int) -> None:
+    def _start_all(self, tickets: list[Ticket], fate: Fate | None) -> None:
         """Call the functions of unstarted tickets and make their coroutines tasks (what
         Site.receive and the timeout step do, for tickets without a Site), in one loop."""
+        site = -1  # no Site runs them
         if self._settler.cancelling:
             for ticket in tickets:
                 self._ending(ticket, CANCELLED, None, fate, site)

@@ -232,14 +232,17 @@ class Desk:
         if (not (self.pulls and self.quiet) or self.halted or self.settler.cancelling
                 or self.production.pending()):
             return None
-        # A copy (one C call): submitters pop grants from other threads meanwhile, and a
-        # deque changed while a loop walks it raises. Few: quiet means at most _SCAN Sites.
-        for held in list(self.grants):
-            if held.site == site and held.urn == urn:
-                return None  # one grant per Site: it has one already
+        if self.has_grant(site, urn):
+            return None  # one grant per Site: it has one already
         grant = Grant(site, urn, ref)
         self.grants.append(grant)
         return grant
+
+    def has_grant(self, site: int, urn: str) -> bool:
+        """Whether Site ``site`` (incarnation ``urn``) has a grant on the desk."""
+        # A copy (one C call): submitters pop grants from other threads meanwhile, and a
+        # deque changed while a loop walks it raises. Few: quiet means at most _SCAN Sites.
+        return any(held.site == site and held.urn == urn for held in list(self.grants))
 
     def withdraw(self, grant: Grant) -> None:
         """Take back a grant a Site left for itself (:meth:`idle`), if no submitter took
@@ -535,13 +538,11 @@ class Dispatcher(pykka.Actor):
     def _grant(self, slot: _Slot) -> None:
         """Let one submitter send this idle Site a ticket directly."""
         if slot.granted is None and slot.alive and slot.ref is not None and slot.urn is not None:
-            grants = self._desk.grants
-            if self._desk.pulls and len(self._slots) <= _SCAN:
-                for held in list(grants):  # a copy: see Desk.idle
-                    if held.site == slot.site and held.urn == slot.urn:
-                        return  # it left one for itself (Desk.idle): adopted at its Done
+            desk = self._desk
+            if desk.pulls and len(self._slots) <= _SCAN and desk.has_grant(slot.site, slot.urn):
+                return  # it left one for itself (Desk.idle): adopted at its Done
             slot.granted = Grant(slot.site, slot.urn, slot.ref)
-            grants.append(slot.granted)
+            desk.grants.append(slot.granted)
 
     def _adopt(self, slot: _Slot, grant: Grant) -> bool:
         """Make the grant a Site left for itself (:meth:`Desk.idle`) the slot's, if it is

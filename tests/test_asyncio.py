@@ -772,17 +772,32 @@ def test_gather_raises_the_first_failure_or_returns_them(
     assert (stats.completed, stats.dead_lettered, stats.outstanding) == (3, 2, 0)
 
 
+class _LoopGate:
+    """An ``asyncio.Event`` on the Sequence's loop, made by the first coroutine to reach
+    it (``reached`` is set then), opened from the test's thread."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self._held: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def wait(self) -> None:
+        if not self._held:  # on the Sequence's loop, where all of them run
+            self._held.append((asyncio.get_running_loop(), asyncio.Event()))
+            self.reached.set()
+        await self._held[0][1].wait()
+
+    def open(self) -> None:
+        loop, event = self._held[0]
+        loop.call_soon_threadsafe(event.set)  # runs only if the loop is not blocked
+
+
 def test_cancelling_a_gather_does_not_cancel_its_actions(
     make_sequence: Callable[..., Sequence],
 ) -> None:
-    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-    first_in = threading.Event()
+    gate = _LoopGate()
 
     async def held(n: int) -> int:
-        if not release:  # on the Sequence's loop, where all of them run
-            release.append((asyncio.get_running_loop(), asyncio.Event()))
-            first_in.set()
-        await release[0][1].wait()
+        await gate.wait()
         return n
 
     plan = _async_plan(Held=(Signature("Held"), held))
@@ -796,9 +811,8 @@ def test_cancelling_a_gather_does_not_cancel_its_actions(
             await waiting
 
     asyncio.run(main())
-    assert first_in.wait(LIMIT)
-    loop, event = release[0]
-    loop.call_soon_threadsafe(event.set)
+    assert gate.reached.wait(LIMIT)
+    gate.open()
     assert sequence.join(LIMIT)
     assert sequence.stats().completed == 5
 
@@ -884,24 +898,20 @@ def test_at_the_cap_the_loop_goes_on_and_what_waits_starts_in_turn(
     """One coroutine holds the only place; the loop still runs callbacks from outside
     (the one that releases it), and the others then run in submission order."""
     order: list[int] = []
-    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-    first_in = threading.Event()
+    gate = _LoopGate()
 
     async def step(i: int) -> int:
         if i == 0:
-            release.append((asyncio.get_running_loop(), asyncio.Event()))
-            first_in.set()
-            await release[0][1].wait()
+            await gate.wait()
         order.append(i)
         return i
 
     plan = _async_plan(Step=(Signature("Step"), step))
     sequence = make_sequence(plan, sites=1, runtime=runtime, fate=Fate(max_async_in_flight=1))
     futures = sequence.submit_many([Action("Step", i) for i in range(6)])
-    assert first_in.wait(LIMIT)
+    assert gate.reached.wait(LIMIT)
     assert order == []  # the others wait for the place
-    loop, event = release[0]
-    loop.call_soon_threadsafe(event.set)  # runs only if the loop is not blocked
+    gate.open()  # runs only if the loop is not blocked
     assert [f.get(timeout=LIMIT) for f in futures] == list(range(6))
     assert order == list(range(6))
 
@@ -943,14 +953,11 @@ def test_cancel_reaches_an_action_waiting_for_a_place(
     """Held back by the cap, it has not started: cancel() cancels it (its future raises,
     it is handed back at shutdown, its function never runs); a running one runs on."""
     ran: list[int] = []
-    release: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-    first_in = threading.Event()
+    gate = _LoopGate()
 
     async def step(i: int) -> int:
         if i == 0:
-            release.append((asyncio.get_running_loop(), asyncio.Event()))
-            first_in.set()
-            await release[0][1].wait()
+            await gate.wait()
         ran.append(i)
         return i
 
@@ -958,12 +965,11 @@ def test_cancel_reaches_an_action_waiting_for_a_place(
     sequence = make_sequence(plan, sites=1, runtime=runtime, fate=Fate(max_async_in_flight=1))
     actions = [Action("Step", i) for i in range(4)]
     futures = sequence.submit_many(actions)
-    assert first_in.wait(LIMIT)
+    assert gate.reached.wait(LIMIT)
     assert sequence.cancel(actions[2].id) is True
     assert sequence.cancel(actions[0].id) is False  # running
     assert sequence.cancel(actions[2].id) is False  # ended already
-    loop, event = release[0]
-    loop.call_soon_threadsafe(event.set)
+    gate.open()
     assert [futures[i].get(timeout=LIMIT) for i in (0, 1, 3)] == [0, 1, 3]
     with pytest.raises(CancellationError):
         futures[2].get(timeout=LIMIT)

@@ -211,9 +211,9 @@ class RedisProduction(Submitting, Administering, Production):
         self._direct = _Direct(self._client)
         # The fetcher's reads on a connection of its own too (RESP2: _entries reads the
         # bare reply), for the same saving per read as ``_direct`` gives ``assign``.
-        protocol = getattr(self._client, "connection_pool", None)
-        protocol = protocol.connection_kwargs.get("protocol") if protocol is not None else 3
-        self._reader = _Direct(self._client) if protocol in (None, 2, "2") else None
+        pool = getattr(self._client, "connection_pool", None)  # None: a cluster client
+        resp2 = pool is not None and pool.connection_kwargs.get("protocol") in (None, 2, "2")
+        self._reader = _Direct(self._client) if resp2 else None
         self._closed = False
 
     # Consuming (the Sequence bound to this production); submitting is in Submitting,
