@@ -16,6 +16,7 @@ __all__ = [
     "LicenseError",
     "RoutingError",
     "ValidationError",
+    "error_class",
     "error_kind",
 ]
 
@@ -96,3 +97,17 @@ class EncodeError(ValidationError, ValueError):
 def error_kind(exc: BaseException) -> str:
     """The kind recorded for ``exc``: its own for EchoErrors, ``"execution"`` otherwise."""
     return exc.kind if isinstance(exc, EchoError) else ExecutionError.kind
+
+
+def error_class(kind: str) -> type[EchoError]:
+    """The error class of ``kind`` (the inverse of :func:`error_kind`), for an error that
+    crossed a process boundary as its kind; ``ExecutionError`` for a kind unknown here."""
+    return _BY_KIND.get(kind, ExecutionError)
+
+
+_BY_KIND: dict[str, type[EchoError]] = {
+    cls.kind: cls for cls in (
+        EchoError, LicenseError, ExecutionError, ActionTimeoutError, CrashError, RoutingError,
+        CancellationError, ValidationError, DecodeError, EncodeError,
+    )
+}

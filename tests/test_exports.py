@@ -71,6 +71,17 @@ def test_error_kinds_derive_from_echo_error() -> None:
     assert retryable == {"ExecutionError", "ActionTimeoutError", "CrashError"}
 
 
+def test_every_error_kind_names_its_class_back() -> None:
+    """``error_class`` inverts ``error_kind`` for every EchoError (a stored outcome carries
+    the kind across processes); an unknown kind reads as an ExecutionError."""
+    from echo_actors import errors  # noqa: PLC0415
+
+    classes = [getattr(errors, name) for name in errors.__all__ if name.endswith("Error")]
+    for cls in classes:
+        assert errors.error_class(errors.error_kind(cls("x"))) is cls
+    assert errors.error_class("no-such-kind") is errors.ExecutionError
+
+
 def test_star_import_matches_all() -> None:
     """`from echo_actors import *` binds exactly the names in __all__."""
     namespace: dict[str, object] = {}

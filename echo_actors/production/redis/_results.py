@@ -8,31 +8,12 @@ from typing import Any
 import msgspec
 
 from echo_actors.action import Action
-from echo_actors.errors import (
-    ActionTimeoutError,
-    CancellationError,
-    CrashError,
-    DecodeError,
-    EchoError,
-    EncodeError,
-    ExecutionError,
-    LicenseError,
-    RoutingError,
-    ValidationError,
-)
+from echo_actors.errors import DecodeError, EncodeError, error_class
 
 __all__ = ["RedisFuture", "decode_outcome"]
 
 
 _RESULT_ENCODER = msgspec.msgpack.Encoder()
-
-
-_ERRORS: dict[str, type[EchoError]] = {
-    cls.kind: cls for cls in (
-        EchoError, LicenseError, ExecutionError, ActionTimeoutError, CrashError, RoutingError,
-        CancellationError, ValidationError, DecodeError, EncodeError,
-    )
-}
 
 
 def _ok_outcome(action: Action, result: Any, limit: int) -> bytes:
@@ -134,6 +115,6 @@ def decode_outcome(payload: bytes) -> Any:
         kind, message, attempts = str(outcome[1]), str(outcome[2]), int(outcome[3])
     except (msgspec.DecodeError, IndexError, TypeError, ValueError) as exc:
         raise DecodeError(f"not a stored outcome: {exc}") from None
-    error = _ERRORS.get(kind, ExecutionError)(message)
+    error = error_class(kind)(message)
     error.attempts = attempts  # type: ignore[attr-defined]
     raise error
