@@ -213,14 +213,14 @@ class Site(pykka.Actor):
                 try:
                     settler.flush(tally)
                 finally:
-                    if pulled is not None:  # busy on: no wake-up (see Desk.later)
-                        desk.later(Done(self.site_index, ran, tally.failed, pulled.tickets))
-                    elif grant is not None:  # idle under its own grant: no wake-up either
-                        desk.later(Done(self.site_index, ran, tally.failed, grant=grant))
+                    done = Done(self.site_index, ran, tally.failed,
+                                None if pulled is None else pulled.tickets, grant)
+                    if pulled is not None or grant is not None:
+                        desk.later(done)  # busy on, or idle under its own grant: no wake-up
                     elif batch.direct:
-                        desk.note(Done(self.site_index, ran, tally.failed))
+                        desk.note(done)
                     else:
-                        desk.post(Done(self.site_index, ran, tally.failed))
+                        desk.post(done)
 
     def _site_attempt(self, ticket: Ticket, settler: Settler, tally: Tally) -> None:
         outcome, value = CRASHED, None
