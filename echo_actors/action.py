@@ -55,6 +55,31 @@ _TraceKey = Annotated[str, msgspec.Meta(max_length=64)]
 _TraceValue = Annotated[str, msgspec.Meta(max_length=512)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=_FLOAT_MAX)]  # finite: inf and NaN refused
 
+class _Empty(dict[str, Any]):
+    """The default ``metadata`` and ``trace`` of an Action: one empty dict, shared, read-only.
+
+    One per Action would be two objects the garbage collector counts for each of
+    the thousands in flight (an Action itself is not counted): enough to trigger
+    its passes more often. Nothing can fill this one; an action with metadata is
+    made with :meth:`Action.with_metadata` or by passing a dict of its own.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("an Action's default metadata and trace are read-only: "
+                        "make a new action with with_metadata() or replace()")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+
+_EMPTY: dict[str, Any] = _Empty()
+
+
 # Random bytes are drawn from the OS in blocks (one system call per 1024 ids), as hex ids
 # waiting in a deque: popleft is atomic, so taking one needs no lock; refilling takes one.
 _IDS_PER_DRAW = 1024
@@ -192,7 +217,7 @@ class Action(
 
     name: Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)]
     content: Any = None
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = _EMPTY
     delay: Seconds = 0.0
     hooks: tuple[Name, ...] = ()
     after: tuple[Name, ...] = ()
@@ -203,7 +228,7 @@ class Action(
     ordered: bool = False
     id: Id = msgspec.field(default_factory=new_id)
     created_at: Seconds = msgspec.field(default_factory=now)
-    trace: Annotated[dict[_TraceKey, _TraceValue], msgspec.Meta(max_length=8)] = {}
+    trace: Annotated[dict[_TraceKey, _TraceValue], msgspec.Meta(max_length=8)] = _EMPTY
 
     def __post_init__(self) -> None:
         # Decoding checks the annotations; these checks hold for actions built in Python too.

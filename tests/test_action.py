@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
@@ -161,6 +162,35 @@ def test_actions_are_frozen() -> None:
     action = Action("A")
     with pytest.raises(AttributeError):
         action.name = "B"  # type: ignore[misc]
+
+
+def test_default_metadata_and_trace_are_empty_read_only_and_cost_the_collector_nothing(
+) -> None:
+    """Unset, metadata and trace are one shared empty dict nobody can fill: a write is a
+    TypeError naming the way to do it, and making actions allocates no collected objects."""
+    action = Action("A")
+    for mapping in (action.metadata, action.trace):
+        assert mapping == {} and isinstance(mapping, dict)
+        with pytest.raises(TypeError, match="with_metadata"):
+            mapping["x"] = 1
+        for write in (mapping.update, mapping.setdefault, mapping.pop, mapping.clear):
+            with pytest.raises(TypeError):
+                write("x")  # type: ignore[operator]
+        with pytest.raises(TypeError):
+            mapping.__init__({"x": 1})  # type: ignore[misc]
+    assert Action("B").metadata == {} and Action.decode(action.encode()).metadata == {}
+    assert action.with_metadata("k", 1).metadata == {"k": 1}
+    own = Action("C", metadata={}).metadata
+    own["x"] = 1  # a dict of the sender's own stays the sender's
+    assert own == {"x": 1} and Action("D").metadata == {}
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        kept = [Action("A", 0.5) for _ in range(1000)]
+        counted = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert len(kept) == 1000 and counted < 500  # was 2000: two dicts for each
 
 
 @pytest.mark.parametrize(
