@@ -327,23 +327,29 @@ class AsyncRunner:
                 self._ending(ticket, CANCELLED, None, fate, site)
             return
         monotonic, lookup = self._runtime.monotonic, self._settler.plan.lookup
-        create_task = asyncio.get_running_loop().create_task
+        loop = asyncio.get_running_loop()
+        new_task = asyncio.Task  # what create_task makes (this loop has no task factory)
         tasks, done, context = self._tasks, self._done, self._context
+        name, entry = None, None  # the last name's: a batch is mostly of one name
         for ticket in tickets:
             # No lock: nobody else holds a ticket of the inbox. Started now: a
             # cancellation lets it run, and the runner alone settles it.
             ticket.state, ticket.started = AWAITING, monotonic()
             try:
                 action = ticket.action
-                entry = lookup(action.name)
+                if action.name != name:
+                    name, entry = action.name, lookup(action.name)
                 if entry is None:
                     raise RoutingError(f"no function serves actions named {action.name!r}")
                 signature, function = entry
-                awaitable = function(signature.convert(action.content))
+                content = action.content
+                if signature.content_type is not None:
+                    content = signature.convert(content)
+                awaitable = function(content)
                 if signature.timeout is not None:
                     awaitable = _limited(awaitable, signature.timeout, action)
                 if type(awaitable) is CoroutineType:
-                    task = create_task(awaitable)  # what ensure_future does, without its calls
+                    task = new_task(awaitable, loop=loop)  # ensure_future, without its calls
                 elif inspect.isawaitable(awaitable):
                     task = asyncio.ensure_future(awaitable)
                 else:
@@ -374,7 +380,10 @@ class AsyncRunner:
             outcome = COMPLETED
         except BaseException as exc:  # noqa: BLE001 - every failure is the action's
             outcome, value = _failure(exc), exc
-        self._ending(ticket, outcome, value, fate, site)
+        endings = self._endings  # self._ending(...), inline: once per action
+        endings.append((ticket, outcome, value, fate, site))
+        if len(endings) == 1:
+            task.get_loop().call_soon(self._flush)
         if self._held and not self._stopped:
             self._release()
 

@@ -83,7 +83,10 @@ class Slot(msgspec.Struct, gc=False):
     times: Times | None = None  # set by the settler, as on a runtime future
 
     def set(self, value: Any = None) -> None:
-        self._gathering._set(self._index, value, None)
+        gathering = self._gathering  # its _set(index, value, None), inline: once per action
+        gathering.values[self._index] = value
+        if next(gathering._count) == gathering._n:
+            gathering._wake()
 
     def set_exception(self, exc_info: Any = None) -> None:
         exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info

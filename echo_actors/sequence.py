@@ -518,10 +518,11 @@ class Sequence:
                 "or call .get() on them (simulation)")
         actions = list(actions)
         gathering = Gathering(len(actions), asyncio.get_running_loop(), return_exceptions)
-        self._submit_many(actions, gathering.slots())
+        self._submit_many(actions, gathering.slots(), futures=False)
         return await gathering.future
 
-    def _submit_many(self, actions: Iterable[Action], future: Callable[[int], Any]) -> list[Any]:
+    def _submit_many(self, actions: Iterable[Action], future: Callable[[int], Any], *,
+                     futures: bool = True) -> list[Any]:
         actions = list(actions)
         for action in actions:
             if not isinstance(action, Action):
@@ -550,11 +551,12 @@ class Sequence:
                 run.settler.enqueue(ticket)
             else:
                 now.append(ticket)
-        if looped:
-            _to_loop(run, looped, fate)
+        out = [ticket.future for ticket in tickets] if futures else []
         if now:
             run.settler.put_many(now)
-        return [ticket.future for ticket in tickets]
+        if looped:  # last: the loop thread it wakes takes the GIL from here
+            _to_loop(run, looped, fate)
+        return out
 
     def cancel(self, action_id: str) -> bool:
         """Cancel the action ``action_id`` if it has not started; True if it was cancelled.

@@ -772,6 +772,32 @@ def test_gather_raises_the_first_failure_or_returns_them(
     assert (stats.completed, stats.dead_lettered, stats.outstanding) == (3, 2, 0)
 
 
+def test_gather_of_mixed_names_each_served_and_checked_by_its_own_signature(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """A batch handed to the loop in one piece, names alternating and content that does
+    not convert among them: each action meets its own signature and function."""
+    sequence = make_sequence(_gathering_plan(), sites=2)
+    actions = [Action("Double", i) if i % 3 else Action("Fail", i) for i in range(30)]
+    actions[4] = Action("Double", "four")  # not an int: a ValidationError, not retried
+
+    async def main() -> list[Any]:
+        return await asyncio.wait_for(
+            sequence.gather(actions, return_exceptions=True), LIMIT)
+
+    results = asyncio.run(main())
+    for i, result in enumerate(results):
+        if i == 4:
+            assert isinstance(result, ValidationError) and "Double" in str(result)
+        elif i % 3:
+            assert result == 2 * i
+        else:
+            assert isinstance(result, ExecutionError) and f"no {i}" in str(result)
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.dead_lettered, stats.outstanding) == (19, 11, 0)
+
+
 class _LoopGate:
     """An ``asyncio.Event`` on the Sequence's loop, made by the first coroutine to reach
     it (``reached`` is set then), opened from the test's thread."""
