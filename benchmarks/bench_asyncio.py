@@ -8,7 +8,9 @@ Sequence of a few Sites, awaited from the caller's loop two ways: ``Sequence.gat
 (one future for all) and ``asyncio.gather`` of the futures ``submit_many`` returns;
 beside them, ``asyncio.gather`` of the same N coroutines in one loop. Figures are
 elapsed / ideal (ideal: one SLEEP), each of ours / gather, and the load average.
-Not a test: nothing here asserts; it measures.
+Not a test: nothing here asserts; it measures. Each measurement starts from a collected
+heap (``gc.collect()``), in an order alternated from run to run: the collector's passes
+that each engine's own objects cause are counted, not one owed by the one before.
 
 Where ours spends more than gather (``--profile`` prints the garbage collector's
 share): the action itself (an Action, a ticket, a settle), a second event loop (the
@@ -90,6 +92,7 @@ class _Collector:
 
 
 def _measured(fn: Callable[[], float], collector: _Collector | None) -> tuple[float, str]:
+    gc.collect()  # each from the same heap: no full pass owed by the one before lands here
     if collector is None:
         return fn(), ""
     before, cpu = list(collector.seconds), time.process_time()
@@ -124,11 +127,13 @@ def main() -> None:
             ratios: list[float] = []
             futures: list[float] = []
             for run in range(1, args.runs + 1):
-                base, base_note = _measured(lambda n=n: plain_gather(n, seconds), collector)
-                mine, mine_note = _measured(
-                    lambda n=n: ours_gathered(sequence, n, seconds), collector)
-                theirs, theirs_note = _measured(
-                    lambda n=n: ours_futures(sequence, n, seconds), collector)
+                engines = [lambda n=n: plain_gather(n, seconds),
+                           lambda n=n: ours_gathered(sequence, n, seconds),
+                           lambda n=n: ours_futures(sequence, n, seconds)]
+                order = range(3) if run % 2 else range(2, -1, -1)  # alternated: no one first
+                measured = {i: _measured(engines[i], collector) for i in order}
+                (base, base_note), (mine, mine_note), (theirs, theirs_note) = (
+                    measured[i] for i in range(3))
                 ratios.append(mine / base)
                 futures.append(theirs / base)
                 print(f"{n:>7} {run:>4} {base / seconds:>7.2f}x {mine / seconds:>7.2f}x "
