@@ -180,8 +180,9 @@ class Settler:
         ``next``). With a ``tally``, counts and acknowledgements wait for
         :meth:`flush`. Never raises for the action's sake.
         """
-        if ticket.state == RUNNING and outcome != CANCELLED:
-            ticket.state = ENDED  # a running ticket is its runner's alone: no race to lose
+        state = ticket.state
+        if (state == RUNNING or state == AWAITING) and outcome != CANCELLED:
+            ticket.state = ENDED  # a started ticket is its runner's alone: no race to lose
         else:
             with _claims:
                 state = ticket.state

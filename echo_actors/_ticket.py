@@ -19,7 +19,8 @@ _claims = threading.Lock()
 a Site starting a ticket, the dispatcher taking an unstarted one back (stealing, a crashed
 Site) and a cancellation. It is never held across a call that could switch greenlets.
 RUNNING belongs to the Site that claimed it, and only that Site settles it, unless it hands
-the ticket to the event loop (AWAITING): from then on only the loop's runner settles it."""
+the ticket to the event loop (AWAITING): from then on only the loop's runner settles it. So
+ending a started ticket takes no lock: a cancellation only reads its state, and stops."""
 
 
 class Ticket:
