@@ -91,8 +91,10 @@ class _Collector:
             self.seconds[info["generation"]] += time.perf_counter() - self._started
 
 
-def _measured(fn: Callable[[], float], collector: _Collector | None) -> tuple[float, str]:
-    gc.collect()  # each from the same heap: no full pass owed by the one before lands here
+def _measured(fn: Callable[[], float], collector: _Collector | None,
+              collect: bool = True) -> tuple[float, str]:
+    if collect:
+        gc.collect()  # each from the same heap: no full pass owed by the one before lands here
     if collector is None:
         return fn(), ""
     before, cpu = list(collector.seconds), time.process_time()
@@ -110,6 +112,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--profile", action="store_true",
                         help="print process CPU and the collector's time per generation")
+    parser.add_argument("--no-collect", action="store_true",
+                        help="do not collect before each measurement (passes owed by the "
+                        "one before may land in the next)")
     args = parser.parse_args()
     seconds = args.sleep
     collector = _Collector() if args.profile else None
@@ -131,7 +136,8 @@ def main() -> None:
                            lambda n=n: ours_gathered(sequence, n, seconds),
                            lambda n=n: ours_futures(sequence, n, seconds)]
                 order = range(3) if run % 2 else range(2, -1, -1)  # alternated: no one first
-                measured = {i: _measured(engines[i], collector) for i in order}
+                measured = {i: _measured(engines[i], collector, not args.no_collect)
+                            for i in order}
                 (base, base_note), (mine, mine_note), (theirs, theirs_note) = (
                     measured[i] for i in range(3))
                 ratios.append(mine / base)
