@@ -798,6 +798,30 @@ def test_gather_of_mixed_names_each_served_and_checked_by_its_own_signature(
     assert (stats.completed, stats.dead_lettered, stats.outstanding) == (19, 11, 0)
 
 
+def test_cancels_racing_the_ends_of_async_actions_end_each_once(
+    make_sequence: Callable[..., Sequence],
+) -> None:
+    """A started async action ends without a lock (its runner alone ends it): cancels
+    racing those ends, for actions the loop took directly and ones a Site handed over
+    (ordered keys: one at a time, the others wait), either cancel one (True: its future
+    says cancelled) or leave it to end."""
+    sequence = make_sequence(_gathering_plan(), sites=2)
+    actions = [Action("Double", i) if i % 2 else Action("Double", i, key=f"k{i % 6}",
+                                                        ordered=True) for i in range(400)]
+    futures = sequence.submit_many(actions)
+    cancelled = [sequence.cancel(action.id) for action in reversed(actions)][::-1]
+    for action, future, was_cancelled in zip(actions, futures, cancelled, strict=True):
+        if was_cancelled:
+            with pytest.raises(CancellationError):
+                future.get(timeout=LIMIT)
+        else:
+            assert future.get(timeout=LIMIT) == 2 * action.content
+    assert sequence.join(LIMIT)
+    stats = sequence.stats()
+    assert (stats.completed, stats.cancelled, stats.outstanding) == (
+        cancelled.count(False), cancelled.count(True), 0)
+
+
 class _LoopGate:
     """An ``asyncio.Event`` on the Sequence's loop, made by the first coroutine to reach
     it (``reached`` is set then), opened from the test's thread."""
