@@ -10,7 +10,8 @@ beside them, ``asyncio.gather`` of the same N coroutines in one loop. Figures ar
 elapsed / ideal (ideal: one SLEEP), each of ours / gather, and the load average.
 Not a test: nothing here asserts; it measures. Each measurement starts from a collected
 heap (``gc.collect()``), in an order alternated from run to run: the collector's passes
-that each engine's own objects cause are counted, not one owed by the one before.
+that each engine's own objects cause are counted, not one owed by the one before. One
+round of each engine at each size runs first, unmeasured (first calls warm their paths).
 
 Where ours spends more than gather (``--profile`` prints the garbage collector's
 share): the action itself (an Action, a ticket, a settle), a second event loop (the
@@ -131,10 +132,12 @@ def main() -> None:
         for n in args.sizes:
             ratios: list[float] = []
             futures: list[float] = []
+            engines = [lambda n=n: plain_gather(n, seconds),
+                       lambda n=n: ours_gathered(sequence, n, seconds),
+                       lambda n=n: ours_futures(sequence, n, seconds)]
+            for engine in engines:  # a round of each first, not measured: warm paths only
+                engine()
             for run in range(1, args.runs + 1):
-                engines = [lambda n=n: plain_gather(n, seconds),
-                           lambda n=n: ours_gathered(sequence, n, seconds),
-                           lambda n=n: ours_futures(sequence, n, seconds)]
                 order = range(3) if run % 2 else range(2, -1, -1)  # alternated: no one first
                 measured = {i: _measured(engines[i], collector, not args.no_collect)
                             for i in order}
