@@ -40,9 +40,9 @@ class AssignError(ValidationError):
 
 class _Direct:
     """One connection of a production's own for its single commands (one XADD per
-    ``assign``), taken when free: half the time and CPU of going through redis-py's
-    client, whose connection pool, retry wrapper and command hooks cost as much as
-    the round trip on loopback.
+    ``assign``) or its writer's transactions, taken when free: for a single command,
+    half the time and CPU of going through redis-py's client, whose connection pool,
+    retry wrapper and command hooks cost as much as the round trip on loopback.
 
     Whoever finds it busy (another thread or greenlet), or finds no plain client
     (a cluster), goes through the client; so does a command whose connection
@@ -82,8 +82,8 @@ class _Direct:
         is free; False (nothing was sent, or the connection failed) when the caller must
         use a pipeline of the client instead, whose retries and reconnections take over.
 
-        About a third of the CPU of redis-py's transaction pipeline for a writer's batch
-        (its command objects, connection pool and reply bookkeeping).
+        A third less CPU than redis-py's transaction pipeline for a writer's batch (43 µs
+        against 69 µs for 8 acknowledgements: its command stack, pool and reply checks).
 
         Raises:
             redis.ResponseError: the first error among the replies (a command refused
