@@ -482,6 +482,62 @@ def test_assign_after_its_connection_was_killed(productions, client, stream) -> 
     assert contents == [0, 1, 2]
 
 
+@pytest.mark.timeout(60)
+def test_acknowledgements_after_their_connection_was_killed(productions, make_sequence,
+                                                            client, stream) -> None:
+    """Redis drops every client connection between two batches: the writer's next
+    acknowledgements and results still reach Redis (its connection of its own gives way to
+    the client's reconnection), and nothing stays pending."""
+    recorder = Recorder(20)
+    consumer = productions(consumer="reader")
+    make_sequence(noop_plan(recorder), consumer)
+    submitter = productions()
+    assert submitter.submit(Action("Noop", 0)).get(timeout=LIMIT) == 0
+    assert client.client_kill_filter(_type="normal", skipme=True) >= 1
+    futures = [submitter.submit(Action("Noop", i)) for i in range(1, 20)]
+    assert [f.get(timeout=LIMIT) for f in futures] == list(range(1, 20))
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+    assert group_pending(client, stream) == 0
+
+
+@pytest.mark.timeout(60)
+def test_results_are_stored_after_redis_forgot_the_script(productions, make_sequence, client,
+                                                         stream) -> None:
+    """SCRIPT FLUSH under a running worker (as a restarted Redis forgets its scripts): the
+    next completion's EVALSHA fails inside the writer's MULTI, which raises instead of
+    passing for written; the writer loads the script again and the result arrives."""
+    recorder = Recorder(2)
+    consumer = productions(consumer="reader")
+    make_sequence(noop_plan(recorder), consumer)
+    submitter = productions()
+    assert submitter.submit(Action("Noop", 1)).get(timeout=LIMIT) == 1
+    client.script_flush()
+    assert submitter.submit(Action("Noop", 2)).get(timeout=LIMIT) == 2
+    wait_until(lambda: client.xlen(stream) == 0, "every entry acknowledged and deleted")
+    assert group_pending(client, stream) == 0
+
+
+@pytest.mark.timeout(30)
+def test_the_writers_transaction_raises_what_redis_refused(productions, client,
+                                                           stream) -> None:
+    """The writer's MULTI on its own connection: a command refused when queued aborts the
+    whole transaction and raises; one that fails inside it raises too; either way its
+    connection stays in step, so the next transaction runs, and it is all or nothing."""
+    production = productions()
+    direct = production._out_direct
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        direct.transaction([("SET", f"{stream}:a", "1"), ("GET",)])
+    assert client.get(f"{stream}:a") is None  # aborted: not even the first command ran
+    with pytest.raises(redis.exceptions.NoScriptError):
+        direct.transaction([("SET", f"{stream}:b", "1"), ("EVALSHA", "0" * 40, 0)])
+    assert client.get(f"{stream}:b") == b"1"  # Redis runs the rest of an EXEC that failed
+    assert direct.transaction([("SET", f"{stream}:c", "1"), ("INCR", f"{stream}:c")])
+    assert client.get(f"{stream}:c") == b"2"
+    with direct._lock:  # busy (another thread writes): the caller uses a pipeline instead
+        assert direct.transaction([("SET", f"{stream}:d", "1")]) is False
+    assert client.get(f"{stream}:d") is None
+
+
 # Worker processes
 
 

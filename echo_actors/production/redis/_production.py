@@ -209,6 +209,7 @@ class RedisProduction(Submitting, Administering, Production):
         self._writer: threading.Thread | None = None
         self._loaded = False  # whether the COMPLETE script is known to be loaded (see _write)
         self._direct = _Direct(self._client)
+        self._out_direct = _Direct(self._client)  # the writer's (see _write)
         # The fetcher's reads on a connection of its own too (RESP2: _entries reads the
         # bare reply), for the same saving per read as ``_direct`` gives ``assign``.
         pool = getattr(self._client, "connection_pool", None)  # None: a cluster client
@@ -823,29 +824,29 @@ class RedisProduction(Submitting, Administering, Production):
         """In one MULTI: XADD dead letters and store their error outcomes, XACK (and XDEL)
         ``ids`` and run the ``complete.lua`` script for ``done`` completions.
 
-        One round trip: the script goes into the MULTI as a bare EVALSHA, loaded
-        once beforehand and again after any error (a restarted Redis has lost
-        it), because redis-py would check a pipeline's scripts with a SCRIPT
-        EXISTS round trip before every execute.
+        One round trip, on a connection of the writer's own when it is free (see
+        :meth:`_Direct.transaction`), else through a pipeline. The script goes into
+        the MULTI as a bare EVALSHA, loaded once beforehand and again after any
+        error (a restarted Redis has lost it), because redis-py would check a
+        pipeline's scripts with a SCRIPT EXISTS round trip before every execute.
         """
-        pipe = self._client.pipeline(transaction=True)
+        commands: list[tuple[Any, ...]] = []
         ttl = str(max(1, int(self.fate.result_ttl * 1000)))
+        trim = () if self.dead_maxlen is None else ("MAXLEN", "~", self.dead_maxlen)
         for letter in letters:
             action = letter.action
-            pipe.xadd(self.dead_key, {
-                "d": _DEAD_ENCODER.encode(letter), "error_kind": letter.error_kind,
-                "id": action.id if action is not None else "",
-                "name": action.name if action is not None else "",
-            }, maxlen=self.dead_maxlen, approximate=True)
+            commands.append((
+                "XADD", self.dead_key, *trim, "*", "d", _DEAD_ENCODER.encode(letter),
+                "error_kind", letter.error_kind, "id", action.id if action is not None else "",
+                "name", action.name if action is not None else "",
+            ))
         for key, outcome in results:
-            pipe.delete(key)
-            pipe.rpush(key, outcome)
-            pipe.pexpire(key, int(ttl))
+            commands += (("DEL", key), ("RPUSH", key, outcome), ("PEXPIRE", key, ttl))
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
-            pipe.xack(self.stream, self.group, *chunk)
+            commands.append(("XACK", self.stream, self.group, *chunk))
             if self.delete_acked:
-                pipe.xdel(self.stream, *chunk)
+                commands.append(("XDEL", self.stream, *chunk))
         window = str(max(1, int(self.fate.dedup_window * 1000)))
         for start in range(0, len(done), _CHUNK):
             keys: list[str] = [self.stream, self.delayed_key]
@@ -866,10 +867,14 @@ class RedisProduction(Submitting, Administering, Production):
                 if not self._loaded:
                     self._complete.sha = self._client.script_load(_scripts.COMPLETE)
                     self._loaded = True
-                pipe.evalsha(self._complete.sha, len(keys), *keys, *args)
-        if len(pipe):
+                commands.append(("EVALSHA", self._complete.sha, len(keys), *keys, *args))
+        if commands:
             try:
-                pipe.execute()
+                if self.cluster or not self._out_direct.transaction(commands):
+                    pipe = self._client.pipeline(transaction=True)
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    pipe.execute()
             except redis.RedisError:
                 self._loaded = False  # perhaps NOSCRIPT: load it again before the next try
                 raise
@@ -954,6 +959,7 @@ class RedisProduction(Submitting, Administering, Production):
             except redis.RedisError as exc:
                 self._log.warning("leave_failed", error=str(exc))
         self._direct.close()
+        self._out_direct.close()
         if self._reader is not None:
             self._reader.close()
         if self._owns_client:
