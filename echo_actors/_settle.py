@@ -45,6 +45,9 @@ shutdown whose timeout ran out): handed back like a cancelled action."""
 
 ABANDONED = "abandoned"
 
+_STARTED = (RUNNING, AWAITING)
+"""A ticket's states while its runner (a Site, or the event loop's) alone may end it."""
+
 
 class Tally:
     """Endings of one Site batch, counted and acknowledged together when it ends."""
@@ -180,13 +183,12 @@ class Settler:
         ``next``). With a ``tally``, counts and acknowledgements wait for
         :meth:`flush`. Never raises for the action's sake.
         """
-        state = ticket.state
-        if (state == RUNNING or state == AWAITING) and outcome != CANCELLED:
+        if ticket.state in _STARTED and outcome != CANCELLED:
             ticket.state = ENDED  # a started ticket is its runner's alone: no race to lose
         else:
             with _claims:
                 state = ticket.state
-                if state == ENDED or (outcome == CANCELLED and state in (RUNNING, AWAITING)):
+                if state == ENDED or (outcome == CANCELLED and state in _STARTED):
                     return False  # ended already, or started: what runs finishes
                 ticket.state = ENDED
         own = tally is None
