@@ -55,6 +55,7 @@ _TraceKey = Annotated[str, msgspec.Meta(max_length=64)]
 _TraceValue = Annotated[str, msgspec.Meta(max_length=512)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=_FLOAT_MAX)]  # finite: inf and NaN refused
 
+
 class _Empty(dict[str, Any]):
     """The default ``metadata`` and ``trace`` of an Action: one empty dict, shared, read-only.
 
