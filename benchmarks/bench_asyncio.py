@@ -9,7 +9,7 @@ Sequence of a few Sites, awaited from the caller's loop two ways: ``Sequence.gat
 beside them, ``asyncio.gather`` of the same N coroutines in one loop. Figures are
 elapsed / ideal (ideal: one SLEEP), each of ours / gather, and the load average.
 Not a test: nothing here asserts; it measures. Each measurement starts from a collected
-heap (``gc.collect()``), in an order alternated from run to run: the collector's passes
+heap (``gc.collect()``), in an order rotated from run to run: the collector's passes
 that each engine's own objects cause are counted, not one owed by the one before. One
 round of each engine at each size runs first, unmeasured (first calls warm their paths).
 
@@ -138,7 +138,7 @@ def main() -> None:
             for engine in engines:  # a round of each first, not measured: warm paths only
                 engine()
             for run in range(1, args.runs + 1):
-                order = range(3) if run % 2 else range(2, -1, -1)  # alternated: no one first
+                order = [(run - 1 + i) % 3 for i in range(3)]  # rotated: each in each place
                 measured = {i: _measured(engines[i], collector, not args.no_collect)
                             for i in order}
                 (base, base_note), (mine, mine_note), (theirs, theirs_note) = (
