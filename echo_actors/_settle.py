@@ -171,7 +171,7 @@ class Settler:
     # Ending an attempt
 
     def settle(
-        self, ticket: Ticket, outcome: str, value: Any = None, *, fate: Fate | None = None,
+        self, ticket: Ticket, outcome: str, value: Any = None, fate: Fate | None = None,
         tally: Tally | None = None, site: int = -1,
     ) -> bool:
         """End this attempt of ``ticket`` with ``outcome``; False if it had ended already.
