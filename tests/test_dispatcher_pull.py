@@ -68,6 +68,19 @@ def _gated(rt: Runtime) -> tuple[Plan, Any, Any]:
     return plan, started, gate
 
 
+def _held(
+    rt: Runtime, make_sequence: Callable[..., Sequence], fate: Fate,
+) -> tuple[Sequence, type[_Recorder], Any, Any]:
+    """A one-Site Sequence of a recorder, busy with a Hold action: the Sequence, its Site's
+    class, the Hold's future and the gate that lets it end."""
+    plan, started, gate = _gated(rt)
+    site = _recorder()
+    sequence = make_sequence(plan, site=site, sites=1, fate=fate, runtime=rt)
+    first = sequence.submit(Action("Hold", "first"))
+    assert started.wait(LIMIT)
+    return sequence, site, first, gate
+
+
 @pytest.mark.parametrize(("discipline", "window"), [("steal", 1), ("fifo", 1)])
 def test_a_busy_site_runs_the_queue_without_a_message_per_action(
     every_runtime: Runtime, make_sequence: Callable[..., Sequence], discipline: str,
@@ -75,12 +88,8 @@ def test_a_busy_site_runs_the_queue_without_a_message_per_action(
 ) -> None:
     """Work queued behind a busy Site runs in order on it, all from one Batch message."""
     rt = every_runtime
-    plan, started, gate = _gated(rt)
-    site = _recorder()
     fate = Fate(mailbox_window=window, discipline=discipline)
-    sequence = make_sequence(plan, site=site, sites=1, fate=fate, runtime=rt)
-    first = sequence.submit(Action("Hold", "first"))
-    assert started.wait(LIMIT)
+    sequence, site, first, gate = _held(rt, make_sequence, fate)
     rest = [sequence.submit(Action("Quick", n)) for n in range(50)]
     gate.set()
     assert first.get(timeout=LIMIT) == "first"
@@ -98,11 +107,7 @@ def test_a_keyed_action_is_never_pulled_and_the_order_holds(
 ) -> None:
     """A keyed action at the head goes through the dispatcher; the queue keeps its order."""
     rt = every_runtime
-    plan, started, gate = _gated(rt)
-    site = _recorder()
-    sequence = make_sequence(plan, site=site, sites=1, fate=Fate(mailbox_window=1), runtime=rt)
-    first = sequence.submit(Action("Hold", "first"))
-    assert started.wait(LIMIT)
+    sequence, site, first, gate = _held(rt, make_sequence, Fate(mailbox_window=1))
     queued = [
         Action("Quick", "u1"), Action("Quick", "k1", key="k", ordered=True),
         Action("Quick", "u2"), Action("Quick", "k2", key="k", ordered=True),
@@ -123,11 +128,7 @@ def test_an_action_cancelled_in_the_queue_is_not_pulled(
 ) -> None:
     """A queued action cancelled while the Site is busy never runs; the others do."""
     rt = every_runtime
-    plan, started, gate = _gated(rt)
-    site = _recorder()
-    sequence = make_sequence(plan, site=site, sites=1, fate=Fate(mailbox_window=1), runtime=rt)
-    first = sequence.submit(Action("Hold", "first"))
-    assert started.wait(LIMIT)
+    sequence, site, first, gate = _held(rt, make_sequence, Fate(mailbox_window=1))
     a, b, c = (Action("Quick", name) for name in "abc")
     futures = [sequence.submit(action) for action in (a, b, c)]
     assert sequence.cancel(b.id)
